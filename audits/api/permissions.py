@@ -1,0 +1,30 @@
+"""Who may do what through the API. Every role reads; writes need the named roles."""
+
+from rest_framework.permissions import SAFE_METHODS, BasePermission
+
+from audits.roles import Role, has_role, roles_of
+
+
+class HasAnyRole(BasePermission):
+    """The default: signed-in users with at least one Assay role may read. Writes are refused
+    unless a view names the roles allowed to make them."""
+
+    message = "you need an Assay role (submitter, reviewer, admin or auditor) to use this API"
+
+    def has_permission(self, request, view) -> bool:
+        if not roles_of(request.user):
+            return False
+        if request.method in SAFE_METHODS:
+            return True
+        allowed = getattr(view, "write_roles", {}).get(getattr(view, "action", None), ())
+        if not has_role(request.user, *allowed):
+            self.message = (
+                f"this action needs one of the roles: {', '.join(r.value for r in allowed)}"
+                if allowed else "this action is not allowed for any role"
+            )
+            return False
+        return True
+
+
+SUBMITTERS = (Role.SUBMITTER, Role.ADMIN)
+ADMINS = (Role.ADMIN,)

@@ -1,0 +1,239 @@
+"""Serializers validate and shape; the workflows themselves live in audits.actions."""
+
+from pathlib import Path
+
+from django.conf import settings
+from django.urls import reverse
+from rest_framework import serializers
+
+from audits.models import (
+    AuditEvent,
+    CheckPolicy,
+    CheckRun,
+    Evidence,
+    ModelVersion,
+    Release,
+    RequiredCheck,
+)
+
+
+class StrictSerializer(serializers.Serializer):
+    """Unknown fields are an error, not silently dropped; immutable ones say so by name."""
+
+    immutable_fields: tuple[str, ...] = ()
+
+    def to_internal_value(self, data):
+        # Checked here rather than in validate() so nested serializers refuse unknown keys too.
+        if isinstance(data, dict):
+            immutable = sorted(set(data) & set(self.immutable_fields))
+            if immutable:
+                raise serializers.ValidationError(
+                    {name: "this field is immutable once the record exists" for name in immutable}
+                )
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                allowed = ", ".join(sorted(self.fields))
+                raise serializers.ValidationError(
+                    {name: f"unknown field; allowed: {allowed}" for name in unknown}
+                )
+        return super().to_internal_value(data)
+
+
+# --- model versions -------------------------------------------------------------------------
+
+
+class ModelVersionSerializer(serializers.ModelSerializer):
+    registered_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = ModelVersion
+        fields = [
+            "id", "family", "version", "description", "source_path", "format", "parent",
+            "digest_status", "digest_error", "weights_digest", "tokenizer_digest",
+            "config_digest", "file_digests", "digested_at", "registered_by", "registered_at",
+        ]
+        read_only_fields = fields
+
+
+def _inside_model_roots(path: Path) -> bool:
+    return any(path == root or root in path.parents for root in settings.ASSAY_MODEL_ROOTS)
+
+
+class ModelVersionCreateSerializer(StrictSerializer):
+    family = serializers.RegexField(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+    version = serializers.RegexField(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
+    source_path = serializers.CharField(max_length=1000)
+    format = serializers.ChoiceField(choices=ModelVersion.Format.choices)
+    parent = serializers.PrimaryKeyRelatedField(
+        queryset=ModelVersion.objects.all(), required=False, allow_null=True
+    )
+    description = serializers.CharField(required=False, allow_blank=True, max_length=5000)
+
+    def validate(self, attrs):
+        path = Path(attrs["source_path"]).expanduser()
+        if not path.is_absolute():
+            raise serializers.ValidationError({"source_path": "give an absolute path"})
+        path = path.resolve()
+        if not _inside_model_roots(path):
+            roots = ", ".join(str(root) for root in settings.ASSAY_MODEL_ROOTS)
+            raise serializers.ValidationError({"source_path": (
+                f"{path} is outside the model store; models must live under: {roots} "
+                "(ASSAY_MODEL_ROOTS)")})
+        _check_model_source(path, attrs["format"])
+        attrs["source_path"] = str(path)
+        return attrs
+
+
+def _check_model_source(path: Path, fmt: str) -> None:
+    if fmt == ModelVersion.Format.GGUF:
+        if not path.is_file() or path.suffix != ".gguf":
+            raise serializers.ValidationError(
+                {"source_path": f"{path} is not an existing .gguf file"})
+    elif not path.is_dir():
+        raise serializers.ValidationError(
+            {"source_path": f"{path} is not an existing directory"})
+    elif not (path / "config.json").is_file():
+        raise serializers.ValidationError(
+            {"source_path": f"{path} has no config.json; is it a Hugging Face model directory?"})
+
+
+class ModelVersionUpdateSerializer(StrictSerializer):
+    immutable_fields = ModelVersion.IMMUTABLE_FIELDS + ModelVersion.WRITE_ONCE_FIELDS + (
+        "digest_status", "digest_error", "digested_at",
+    )
+    description = serializers.CharField(allow_blank=True, max_length=5000)
+
+
+# --- policies -------------------------------------------------------------------------------
+
+
+class RequiredCheckSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = RequiredCheck
+        fields = ["key", "kind", "parameters", "thresholds", "blocking"]
+
+
+class RequiredCheckWriteSerializer(StrictSerializer):
+    key = serializers.SlugField(max_length=64)
+    kind = serializers.CharField(max_length=40)
+    parameters = serializers.DictField(required=False, default=dict)
+    thresholds = serializers.DictField(required=False, default=dict)
+    blocking = serializers.BooleanField(required=False, default=True)
+
+
+class PolicySerializer(serializers.ModelSerializer):
+    required_checks = RequiredCheckSerializer(many=True, read_only=True)
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    published_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = CheckPolicy
+        fields = [
+            "id", "name", "version", "description", "status", "approvals_required",
+            "approver_role", "submitter_may_approve", "digest", "required_checks",
+            "created_by", "created_at", "published_by", "published_at",
+        ]
+        read_only_fields = fields
+
+
+class PolicyCreateSerializer(StrictSerializer):
+    name = serializers.SlugField(max_length=100)
+    description = serializers.CharField(required=False, allow_blank=True, max_length=5000)
+    approvals_required = serializers.IntegerField(min_value=1, max_value=20, default=2)
+    submitter_may_approve = serializers.BooleanField(default=False)
+    required_checks = RequiredCheckWriteSerializer(many=True, allow_empty=True)
+
+
+class PolicyUpdateSerializer(StrictSerializer):
+    immutable_fields = ("id", "name", "version", "status", "digest", "created_by", "created_at")
+    description = serializers.CharField(required=False, allow_blank=True, max_length=5000)
+    approvals_required = serializers.IntegerField(required=False, min_value=1, max_value=20)
+    submitter_may_approve = serializers.BooleanField(required=False)
+    required_checks = RequiredCheckWriteSerializer(many=True, required=False, allow_empty=True)
+
+
+# --- releases, check runs, evidence ---------------------------------------------------------
+
+
+class EvidenceSerializer(serializers.ModelSerializer):
+    download_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Evidence
+        fields = ["id", "check_run", "title", "media_type", "evidence_kind", "sha256", "size",
+                  "created_at", "download_url"]
+        read_only_fields = fields
+
+    def get_download_url(self, evidence) -> str:
+        return reverse("api:evidence-download", args=[evidence.pk])
+
+
+class CheckRunSerializer(serializers.ModelSerializer):
+    check_key = serializers.CharField(source="required_check.key", read_only=True)
+    blocking = serializers.BooleanField(source="required_check.blocking", read_only=True)
+    duration_seconds = serializers.FloatField(read_only=True)
+    cancelled_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    evidence = EvidenceSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = CheckRun
+        fields = [
+            "id", "release", "check_key", "kind", "blocking", "attempt", "status", "verdict",
+            "metrics", "summary", "error", "progress", "stage", "deliveries", "worker",
+            "provenance", "manifest_digest", "queued_at", "started_at", "finished_at",
+            "duration_seconds", "cancelled_by", "evidence",
+        ]
+        read_only_fields = fields
+
+
+class CheckRunLogSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = CheckRun
+        fields = ["id", "status", "log"]
+        read_only_fields = fields
+
+
+class CheckRunBriefSerializer(serializers.ModelSerializer):
+    check_key = serializers.CharField(source="required_check.key", read_only=True)
+
+    class Meta:
+        model = CheckRun
+        fields = ["id", "check_key", "kind", "attempt", "status", "verdict", "progress"]
+        read_only_fields = fields
+
+
+class ReleaseSerializer(serializers.ModelSerializer):
+    submitter = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    check_runs = CheckRunBriefSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Release
+        fields = [
+            "id", "title", "model_version", "policy", "policy_digest", "state",
+            "state_reasons", "submitter", "opened_at", "withdrawn_at", "check_runs",
+        ]
+        read_only_fields = fields
+
+
+class ReleaseCreateSerializer(StrictSerializer):
+    model_version = serializers.PrimaryKeyRelatedField(queryset=ModelVersion.objects.all())
+    policy = serializers.PrimaryKeyRelatedField(queryset=CheckPolicy.objects.all())
+    title = serializers.CharField(required=False, allow_blank=True, max_length=200)
+
+
+class WithdrawSerializer(StrictSerializer):
+    reason = serializers.CharField(max_length=2000)
+
+
+class GateSerializer(serializers.Serializer):
+    release = serializers.UUIDField()
+    state = serializers.CharField()
+    may_ship = serializers.BooleanField()
+    reasons = serializers.ListField(child=serializers.DictField())
+
+
+class AuditEventSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = AuditEvent
+        fields = ["seq", "at", "actor_label", "verb", "target_type", "target_id", "data"]
+        read_only_fields = fields

@@ -1,0 +1,249 @@
+"""Thin API views: validate with a serializer, call an action, answer with the record."""
+
+import uuid
+
+from django.http import HttpResponse
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.response import Response
+
+from audits import actions, gate
+from audits.api import serializers as s
+from audits.api.permissions import ADMINS, SUBMITTERS
+from audits.canonical import json_digest
+from audits.models import (
+    AuditEvent,
+    CheckPolicy,
+    CheckRun,
+    Evidence,
+    EvidenceIntegrityError,
+    ModelVersion,
+    Release,
+)
+
+UUID_PATTERN = r"[0-9a-fA-F-]{36}"
+
+
+def _uuid_filter(request, name: str) -> str | None:
+    value = request.query_params.get(name)
+    if value is None:
+        return None
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise ValidationError({name: f"{value!r} is not a UUID"}) from None
+
+
+def _choice_filter(request, name: str, choices) -> str | None:
+    value = request.query_params.get(name)
+    if value is not None and value not in choices:
+        raise ValidationError({name: f"{value!r} is not one of {', '.join(choices)}"})
+    return value
+
+
+class RecordViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    lookup_value_regex = UUID_PATTERN
+    write_roles: dict = {}
+
+    def validated(self, serializer_class, **kwargs):
+        serializer = serializer_class(data=self.request.data, **kwargs)
+        serializer.is_valid(raise_exception=True)
+        return serializer.validated_data
+
+    def answer(self, instance, code=status.HTTP_200_OK, serializer_class=None):
+        serializer_class = serializer_class or self.get_serializer_class()
+        return Response(serializer_class(instance, context=self.get_serializer_context()).data,
+                        status=code)
+
+
+class ModelVersionViewSet(RecordViewSet):
+    """Model versions. Digests are computed by a worker after registration."""
+
+    queryset = ModelVersion.objects.select_related("registered_by")
+    serializer_class = s.ModelVersionSerializer
+    write_roles = {"create": SUBMITTERS, "partial_update": SUBMITTERS}
+    http_method_names = ["get", "post", "patch", "head", "options"]
+
+    @extend_schema(request=s.ModelVersionCreateSerializer, responses=s.ModelVersionSerializer)
+    def create(self, request):
+        data = self.validated(s.ModelVersionCreateSerializer)
+        model_version = actions.register_model_version(
+            actor=request.user, family=data["family"], version=data["version"],
+            source_path=data["source_path"], fmt=data["format"], parent=data.get("parent"),
+            description=data.get("description", ""),
+        )
+        return self.answer(model_version, status.HTTP_201_CREATED)
+
+    @extend_schema(request=s.ModelVersionUpdateSerializer, responses=s.ModelVersionSerializer)
+    def partial_update(self, request, pk=None):
+        data = self.validated(s.ModelVersionUpdateSerializer)
+        model_version = actions.update_model_version(
+            actor=request.user, model_version=self.get_object(),
+            description=data.get("description", ""),
+        )
+        return self.answer(model_version)
+
+
+class PolicyViewSet(RecordViewSet):
+    """Release policies: drafts are editable; a published version is immutable."""
+
+    queryset = CheckPolicy.objects.prefetch_related("required_checks").select_related(
+        "created_by", "published_by")
+    serializer_class = s.PolicySerializer
+    write_roles = {"create": ADMINS, "partial_update": ADMINS, "publish": ADMINS}
+    http_method_names = ["get", "post", "patch", "head", "options"]
+
+    def get_queryset(self):
+        queryset = super().get_queryset()
+        if name := self.request.query_params.get("name"):
+            queryset = queryset.filter(name=name)
+        if state := _choice_filter(self.request, "status", CheckPolicy.Status.values):
+            queryset = queryset.filter(status=state)
+        return queryset
+
+    @extend_schema(request=s.PolicyCreateSerializer, responses=s.PolicySerializer)
+    def create(self, request):
+        data = self.validated(s.PolicyCreateSerializer)
+        policy = actions.create_policy(
+            actor=request.user, name=data["name"], checks=data["required_checks"],
+            description=data.get("description", ""),
+            approvals_required=data["approvals_required"],
+            submitter_may_approve=data["submitter_may_approve"],
+        )
+        return self.answer(policy, status.HTTP_201_CREATED)
+
+    @extend_schema(request=s.PolicyUpdateSerializer, responses=s.PolicySerializer)
+    def partial_update(self, request, pk=None):
+        data = dict(self.validated(s.PolicyUpdateSerializer))
+        checks = data.pop("required_checks", None)
+        policy = actions.update_draft_policy(
+            actor=request.user, policy=self.get_object(), changes=data, checks=checks
+        )
+        return self.answer(policy)
+
+    @extend_schema(request=None, responses=s.PolicySerializer)
+    @action(detail=True, methods=["post"])
+    def publish(self, request, pk=None):
+        return self.answer(actions.publish_policy(actor=request.user, policy=self.get_object()))
+
+
+class ReleaseViewSet(RecordViewSet):
+    """Releases. Opening one queues a check run per required check of its policy."""
+
+    queryset = Release.objects.select_related("submitter").prefetch_related(
+        "check_runs__required_check")
+    serializer_class = s.ReleaseSerializer
+    write_roles = {"create": SUBMITTERS, "withdraw": SUBMITTERS}
+
+    def get_queryset(self):
+        queryset = super().get_queryset()
+        if state := _choice_filter(self.request, "state", Release.State.values):
+            queryset = queryset.filter(state=state)
+        if model_version := _uuid_filter(self.request, "model_version"):
+            queryset = queryset.filter(model_version=model_version)
+        return queryset
+
+    @extend_schema(
+        request=s.ReleaseCreateSerializer, responses=s.ReleaseSerializer,
+        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER,
+                                     description="repeat a create safely: same key, same release")],
+    )
+    def create(self, request):
+        data = self.validated(s.ReleaseCreateSerializer)
+        key = request.headers.get("Idempotency-Key")
+        if key is not None and not 1 <= len(key) <= 200:
+            raise ValidationError({"Idempotency-Key": "must be 1 to 200 characters"})
+        release, created = actions.open_release(
+            actor=request.user, model_version=data["model_version"], policy=data["policy"],
+            title=data.get("title", ""), idempotency_key=key,
+            request_digest=json_digest({k: str(v.pk) if hasattr(v, "pk") else v
+                                        for k, v in data.items()}),
+        )
+        release = self.get_queryset().get(pk=release.pk)
+        return self.answer(release, status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+    @extend_schema(responses=s.GateSerializer)
+    @action(detail=True, methods=["get"])
+    def gate(self, request, pk=None):
+        release = self.get_object()
+        answer = gate.evaluate(actions.gate_facts(release))
+        return Response({"release": str(release.pk), "state": answer.state,
+                         "may_ship": answer.may_ship, "reasons": answer.reasons})
+
+    @extend_schema(request=s.WithdrawSerializer, responses=s.ReleaseSerializer)
+    @action(detail=True, methods=["post"])
+    def withdraw(self, request, pk=None):
+        data = self.validated(s.WithdrawSerializer)
+        release = actions.withdraw_release(actor=request.user, release=self.get_object(),
+                                           reason=data["reason"])
+        return self.answer(self.get_queryset().get(pk=release.pk))
+
+
+class CheckRunViewSet(RecordViewSet):
+    """Check runs: status, progress, verdict, metrics and timings; cancel a queued or running one."""
+
+    queryset = CheckRun.objects.select_related("required_check", "cancelled_by").prefetch_related(
+        "evidence")
+    serializer_class = s.CheckRunSerializer
+    write_roles = {"cancel": SUBMITTERS}
+
+    def get_queryset(self):
+        queryset = super().get_queryset()
+        if release := _uuid_filter(self.request, "release"):
+            queryset = queryset.filter(release=release)
+        return queryset
+
+    @extend_schema(request=None, responses=s.CheckRunSerializer)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        run = actions.cancel_check_run(actor=request.user, run=self.get_object())
+        return self.answer(self.get_queryset().get(pk=run.pk))
+
+    @extend_schema(responses=s.CheckRunLogSerializer)
+    @action(detail=True, methods=["get"])
+    def log(self, request, pk=None):
+        return self.answer(self.get_object(), serializer_class=s.CheckRunLogSerializer)
+
+
+class EvidenceViewSet(RecordViewSet):
+    """Evidence of check runs; downloads are checked against their sha256 on every read."""
+
+    queryset = Evidence.objects.all()
+    serializer_class = s.EvidenceSerializer
+
+    def get_queryset(self):
+        queryset = super().get_queryset()
+        if check_run := _uuid_filter(self.request, "check_run"):
+            queryset = queryset.filter(check_run=check_run)
+        return queryset
+
+    @extend_schema(responses={(200, "application/octet-stream"): bytes})
+    @action(detail=True, methods=["get"])
+    def download(self, request, pk=None):
+        evidence = self.get_object()
+        try:
+            data = evidence.read_bytes()
+        except EvidenceIntegrityError as exc:
+            actions.record_evidence_integrity_failure(
+                actor=request.user, evidence=evidence, message=str(exc))
+            raise
+        response = HttpResponse(data, content_type=evidence.media_type)
+        response["Content-Disposition"] = f'attachment; filename="{evidence.title}"'
+        response["Digest"] = f"sha-256={evidence.sha256}"
+        return response
+
+
+class AuditEventViewSet(RecordViewSet):
+    """The ledger, read-only: every state change in order."""
+
+    queryset = AuditEvent.objects.all()
+    serializer_class = s.AuditEventSerializer
+    lookup_value_regex = r"\d+"
+
+    def get_queryset(self):
+        queryset = super().get_queryset()
+        if target := self.request.query_params.get("target_id"):
+            queryset = queryset.filter(target_id=target)
+        return queryset

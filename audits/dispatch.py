@@ -1,0 +1,24 @@
+"""Hands work to the workers by task name, after the transaction that created it commits.
+
+The record system never imports the microscope: it only knows the task names, so the web
+process starts without torch and a worker on another machine can serve the queue.
+"""
+
+from django.db import transaction
+
+RUN_CHECK_TASK = "interp_jobs.run_check"
+COMPUTE_DIGESTS_TASK = "interp_jobs.compute_model_digests"
+
+
+def _send(task_name: str, object_id: str) -> None:
+    from config.celery import app  # late: only needed at enqueue time
+
+    app.send_task(task_name, args=[object_id])
+
+
+def enqueue_check_run(run_id) -> None:
+    transaction.on_commit(lambda: _send(RUN_CHECK_TASK, str(run_id)))
+
+
+def enqueue_model_digests(model_version_id) -> None:
+    transaction.on_commit(lambda: _send(COMPUTE_DIGESTS_TASK, str(model_version_id)))

@@ -1,0 +1,160 @@
+"""Assay settings. Every value comes from the environment (see README, Configuration)."""
+
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from config.env import env_bool, env_choice, env_int, env_list, env_paths, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("ASSAY_VAR_DIR", str(BASE_DIR / "var"))).resolve()
+
+DEBUG = env_bool("ASSAY_DEBUG", False)
+SECRET_KEY = env_str("ASSAY_SECRET_KEY")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "ASSAY_SECRET_KEY must be set when ASSAY_DEBUG is off "
+            "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(50))')"
+        )
+    SECRET_KEY = "insecure-debug-only-key"  # noqa: S105 - only reachable with ASSAY_DEBUG=1
+ALLOWED_HOSTS = env_list("ASSAY_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env_list("ASSAY_CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "audits",
+    "interp_jobs",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "audits.middleware.RequestBodyLimitMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+# SQLite under var/ is the embedded default; DATABASE_URL selects PostgreSQL in production.
+_database_url = env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'assay.sqlite3'}")
+try:
+    DATABASES = {"default": dj_database_url.parse(_database_url, conn_max_age=0)}
+except (ValueError, KeyError) as exc:
+    raise ImproperlyConfigured(f"DATABASE_URL is not a database URL: {exc}") from None
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Workers are separate processes; wait for the writer instead of failing "database is locked".
+    DATABASES["default"]["OPTIONS"] = {"timeout": 30, "transaction_mode": "IMMEDIATE"}
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-assay.sqlite3")}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+
+# Request bodies above this size are refused with 413 before any view reads them.
+ASSAY_MAX_REQUEST_BYTES = env_int("ASSAY_MAX_REQUEST_BYTES", 1_000_000, minimum=1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = ASSAY_MAX_REQUEST_BYTES
+
+# Evidence files are content-addressed under this directory (a Django storage root).
+ASSAY_EVIDENCE_ROOT = Path(env_str("ASSAY_EVIDENCE_ROOT", str(VAR_DIR / "evidence"))).resolve()
+# Model versions may only be registered from inside these directories (os.pathsep-separated),
+# so the API cannot be used to read arbitrary files on the server.
+ASSAY_MODEL_STORE = Path(env_str("ASSAY_MODEL_STORE", str(VAR_DIR / "models"))).resolve()
+ASSAY_MODEL_ROOTS = env_paths("ASSAY_MODEL_ROOTS", [ASSAY_MODEL_STORE])
+ASSAY_DEVICE = env_choice("ASSAY_DEVICE", "cpu", ("cpu", "cuda"))
+ASSAY_DTYPE = env_choice("ASSAY_DTYPE", "float32", ("float32", "bfloat16", "float16"))
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["audits.api.permissions.HasAnyRole"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 50,
+    "EXCEPTION_HANDLER": "audits.api.errors.exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Assay API",
+    "DESCRIPTION": "Interpretability evidence and signed release sign-off.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# Celery. Unset CELERY_BROKER_URL means the embedded default: kombu's filesystem transport
+# under var/broker, which needs no server but still runs checks in a separate worker process.
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
+ASSAY_BROKER_DIR = Path(env_str("ASSAY_BROKER_DIR", str(VAR_DIR / "broker"))).resolve()
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(ASSAY_BROKER_DIR / "queue"),
+        "data_folder_out": str(ASSAY_BROKER_DIR / "queue"),
+        "processed_folder": str(ASSAY_BROKER_DIR / "processed"),
+        "store_processed": False,
+    }
+    for _folder in ("queue", "processed"):
+        # The transport lists these folders on every poll and cannot create them itself.
+        (ASSAY_BROKER_DIR / _folder).mkdir(parents=True, exist_ok=True)
+# The database is the source of truth for check runs, so Celery keeps no results. A task is
+# acknowledged only after it finished, so a worker killed mid-check gets it delivered again.
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = "cpu"
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+ASSAY_CHECK_SOFT_TIME_LIMIT = env_int("ASSAY_CHECK_SOFT_TIME_LIMIT", 1800, minimum=1)
+ASSAY_CHECK_HARD_TIME_LIMIT = env_int("ASSAY_CHECK_HARD_TIME_LIMIT", 1900, minimum=1)
+ASSAY_CHECK_MAX_RETRIES = env_int("ASSAY_CHECK_MAX_RETRIES", 3, minimum=0)
+if ASSAY_CHECK_HARD_TIME_LIMIT <= ASSAY_CHECK_SOFT_TIME_LIMIT:
+    raise ImproperlyConfigured(
+        "ASSAY_CHECK_HARD_TIME_LIMIT must be greater than ASSAY_CHECK_SOFT_TIME_LIMIT"
+    )
+
+LOG_LEVEL = env_choice("ASSAY_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+}

@@ -1,0 +1,90 @@
+"""What every check kind shares: its context, its result, and parameter validation.
+
+Nothing here imports Django: a check is callable as a library, and interp_jobs.runner connects
+it to the records.
+"""
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from interp_jobs.engine.errors import PermanentEngineError
+
+OBSERVED = "observed"
+ATTRIBUTION = "attribution"
+INTERVENTION = "intervention"
+INTEGRITY = "integrity"
+
+PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
+
+
+class CheckParameterError(PermanentEngineError):
+    """Parameters or thresholds a check does not accept."""
+
+
+class CheckCancelled(Exception):
+    """The run was cancelled (or taken over) while the check was working."""
+
+
+class Spec(BaseModel):
+    """Base of every Parameters and Thresholds schema: unknown keys are errors, not ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @classmethod
+    def parse(cls, data: Mapping[str, Any], *, what: str) -> "Spec":
+        try:
+            return cls.model_validate(dict(data))
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{what}.{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}"
+                for err in exc.errors()
+            )
+            raise CheckParameterError(problems) from None
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    path: str
+    format: str
+    weights_digest: str
+    file_digests: Mapping[str, str]
+
+
+def _ignore_progress(fraction: float, stage: str) -> None:
+    return None
+
+
+def _ignore_log(line: str) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class CheckContext:
+    model: ModelRef
+    parameters: Spec
+    thresholds: Spec
+    seed: int = 0
+    device: str = "cpu"
+    dtype: str = "float32"
+    progress: Callable[[float, str], None] = _ignore_progress
+    log: Callable[[str], None] = _ignore_log
+
+
+@dataclass(frozen=True)
+class ArtifactData:
+    title: str
+    media_type: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    verdict: str
+    evidence_kind: str
+    metrics: dict[str, Any]
+    summary: str
+    artifacts: tuple[ArtifactData, ...]
+    provenance: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,98 @@
+"""Thin Celery tasks. They take ids, re-read the rows, and return quietly when there is nothing
+to do; CheckRunTask owns the lifecycle of a check run."""
+
+import logging
+from pathlib import Path
+
+from celery import Task, shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.db import DatabaseError, InterfaceError
+
+from audits import actions
+from audits.models import ModelVersion
+from interp_jobs import runner
+from interp_jobs.checks.base import CheckCancelled
+from interp_jobs.engine.errors import EngineError, PermanentEngineError
+from interp_jobs.engine.fingerprint import fingerprint_model
+
+logger = logging.getLogger(__name__)
+
+# Errors worth another delivery: the engine says so, or the database or broker blinked.
+TRANSIENT_ERRORS = (EngineError, DatabaseError, InterfaceError, ConnectionError, TimeoutError)
+
+
+class CheckRunTask(Task):
+    """Runs one CheckRun: claims it, runs its check, records evidence or a classified failure."""
+
+    acks_late = True
+    reject_on_worker_lost = True
+
+    def run_check_run(self, run_id: str) -> None:
+        run = actions.start_check_run(run_id=run_id, worker=self.request.hostname or "local")
+        if run is None:
+            logger.info("check run %s has nothing to do", run_id)
+            return
+        delivery = run.deliveries
+        try:
+            outcome = runner.execute(run, self._progress(run_id, delivery), self._log(run_id))
+        except CheckCancelled:
+            logger.info("check run %s was cancelled while running", run_id)
+            return
+        except Exception as exc:  # noqa: BLE001 - every failure is classified below
+            self._handle_failure(run_id, delivery, exc)
+            return
+        actions.complete_check_run(run_id=run_id, delivery=delivery, outcome=outcome)
+
+    def _handle_failure(self, run_id: str, delivery: int, exc: Exception) -> None:
+        if isinstance(exc, SoftTimeLimitExceeded):
+            reason = (f"the check exceeded its time limit of {self.soft_time_limit} s; raise the "
+                      "limit or reduce the check's parameters")
+        elif isinstance(exc, PermanentEngineError):
+            reason = str(exc)
+        elif isinstance(exc, TRANSIENT_ERRORS) and self.request.retries < self.max_retries:
+            actions.append_log(run_id=run_id, line=f"transient error, will retry: {exc}")
+            raise self.retry(exc=exc, countdown=min(2 ** self.request.retries * 5, 300))
+        else:
+            logger.exception("check run %s failed", run_id, exc_info=exc)
+            reason = f"internal error ({type(exc).__name__}): {exc}"
+        actions.fail_check_run(run_id=run_id, delivery=delivery, reason=reason)
+
+    @staticmethod
+    def _progress(run_id: str, delivery: int):
+        def report(fraction: float, stage: str) -> None:
+            if not actions.report_progress(run_id=run_id, delivery=delivery, fraction=fraction,
+                                           stage=stage):
+                raise CheckCancelled(run_id)
+
+        return report
+
+    @staticmethod
+    def _log(run_id: str):
+        return lambda line: actions.append_log(run_id=run_id, line=line)
+
+
+@shared_task(
+    bind=True, base=CheckRunTask, name="interp_jobs.run_check",
+    max_retries=settings.ASSAY_CHECK_MAX_RETRIES,
+    soft_time_limit=settings.ASSAY_CHECK_SOFT_TIME_LIMIT,
+    time_limit=settings.ASSAY_CHECK_HARD_TIME_LIMIT,
+)
+def run_check(self, run_id: str) -> None:
+    self.run_check_run(run_id)
+
+
+@shared_task(name="interp_jobs.compute_model_digests", acks_late=True)
+def compute_model_digests(model_version_id: str) -> None:
+    model_version = ModelVersion.objects.filter(pk=model_version_id).first()
+    if model_version is None or model_version.digest_status != ModelVersion.DigestStatus.PENDING:
+        return
+    try:
+        fingerprint = fingerprint_model(Path(model_version.source_path), model_version.format)
+    except (PermanentEngineError, OSError) as exc:
+        actions.record_model_digest_failure(model_version_id=model_version_id, reason=str(exc))
+        return
+    actions.record_model_digests(model_version_id=model_version_id, digests=actions.ModelDigests(
+        weights_digest=fingerprint.weights_digest, tokenizer_digest=fingerprint.tokenizer_digest,
+        config_digest=fingerprint.config_digest, file_digests=fingerprint.files,
+    ))

@@ -13,7 +13,10 @@ COMPUTE_DIGESTS_TASK = "interp_jobs.compute_model_digests"
 def _send(task_name: str, object_id: str) -> None:
     from config.celery import app  # late: only needed at enqueue time
 
-    app.send_task(task_name, args=[object_id])
+    # A fresh connection per enqueue reads the broker settings as they are now; enqueues are
+    # rare (one per check run), so the pool would save nothing worth its staleness.
+    with app.connection_for_write() as connection:
+        app.send_task(task_name, args=[object_id], connection=connection)
 
 
 def enqueue_check_run(run_id) -> None:

@@ -182,7 +182,7 @@ class ReleaseViewSet(RecordViewSet):
 
 
 class CheckRunViewSet(RecordViewSet):
-    """Check runs: status, progress, verdict, metrics and timings; cancel a queued or running one."""
+    """Check runs: status, progress, verdict, metrics, timings; cancel a queued or running one."""
 
     queryset = CheckRun.objects.select_related("required_check", "cancelled_by").prefetch_related(
         "evidence")

@@ -11,9 +11,16 @@ from audits.models import (
     Release,
     RequiredCheck,
 )
+from audits.roles import roles_of
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_module_permission(self, request):
+        return request.user.is_active and request.user.is_staff and bool(roles_of(request.user))
+
+    def has_view_permission(self, request, obj=None):
+        return self.has_module_permission(request)
+
     def has_add_permission(self, request, obj=None):
         return False
 

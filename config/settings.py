@@ -5,6 +5,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from config.broker import filesystem_transport_options
 from config.env import env_bool, env_choice, env_int, env_list, env_paths, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -32,6 +33,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "audits",
     "interp_jobs",
 ]
@@ -118,6 +120,16 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Interpretability evidence and signed release sign-off.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    # Swagger UI's assets ship with the package: the docs page works with no network.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "CheckRunStatusEnum": "audits.models.CheckRun.Status",
+        "PolicyStatusEnum": "audits.models.CheckPolicy.Status",
+        "DigestStatusEnum": "audits.models.ModelVersion.DigestStatus",
+    },
 }
 
 # Celery. Unset CELERY_BROKER_URL means the embedded default: kombu's filesystem transport
@@ -125,15 +137,7 @@ SPECTACULAR_SETTINGS = {
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
 ASSAY_BROKER_DIR = Path(env_str("ASSAY_BROKER_DIR", str(VAR_DIR / "broker"))).resolve()
 if CELERY_BROKER_URL.startswith("filesystem://"):
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "data_folder_in": str(ASSAY_BROKER_DIR / "queue"),
-        "data_folder_out": str(ASSAY_BROKER_DIR / "queue"),
-        "processed_folder": str(ASSAY_BROKER_DIR / "processed"),
-        "store_processed": False,
-    }
-    for _folder in ("queue", "processed"):
-        # The transport lists these folders on every poll and cannot create them itself.
-        (ASSAY_BROKER_DIR / _folder).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = filesystem_transport_options(ASSAY_BROKER_DIR)
 # The database is the source of truth for check runs, so Celery keeps no results. A task is
 # acknowledged only after it finished, so a worker killed mid-check gets it delivered again.
 CELERY_TASK_IGNORE_RESULT = True

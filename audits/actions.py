@@ -15,18 +15,21 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from audits import checkkinds, dispatch, gate, ledger
+from audits import checkkinds, decision_checks, dispatch, gate, ledger, signing, statements
 from audits.canonical import canonical_json, sha256_hex
 from audits.models import (
     AuditEvent,
     CheckPolicy,
     CheckRun,
+    Decision,
     Evidence,
     ModelVersion,
     Release,
     RequiredCheck,
+    ReviewerKey,
     evidence_path,
 )
+from audits.roles import has_role
 
 
 class ActionError(Exception):
@@ -35,6 +38,10 @@ class ActionError(Exception):
 
 class ConflictError(ActionError):
     pass
+
+
+class ForbiddenError(ActionError):
+    """The person may not do this (four-eyes rules, someone else's key, a revoked key)."""
 
 
 # --- model versions -------------------------------------------------------------------------
@@ -281,19 +288,49 @@ def counting_runs(release: Release) -> list[CheckRun]:
     return list(latest.values())
 
 
+def standing_decisions(release: Release) -> list[Decision]:
+    """Each reviewer's latest approve or reject (a later decision supersedes an earlier one),
+    and every waiver."""
+    latest: dict[int, Decision] = {}
+    waivers = []
+    for decision in release.decisions.order_by("recorded_at"):
+        if decision.decision == Decision.Type.WAIVE:
+            waivers.append(decision)
+        else:
+            latest[decision.reviewer_id] = decision
+    return list(latest.values()) + waivers
+
+
+def may_decide(user, release: Release) -> bool:
+    policy = release.policy
+    if user.pk == release.submitter_id and not policy.submitter_may_approve:
+        return False
+    return has_role(user, policy.approver_role)
+
+
 def gate_facts(release: Release) -> gate.ReleaseFacts:
+    current = statements.evidence_digest(release)
+    decisions = [
+        (d, may_decide(d.reviewer, release), d.evidence_digest == current)
+        for d in standing_decisions(release)
+    ]
+    waived = {d.check_key for d, eligible, fresh in decisions
+              if d.decision == Decision.Type.WAIVE and eligible and fresh}
     checks = tuple(
         gate.CheckFacts(
             key=run.required_check.key, kind=run.kind, blocking=run.required_check.blocking,
-            status=run.status, verdict=run.verdict,
+            status=run.status, verdict=run.verdict, waived=run.required_check.key in waived,
         )
         for run in counting_runs(release)
     )
-    # Signed decisions arrive with the signing capability; until then no approval exists.
     return gate.ReleaseFacts(
         withdrawn=release.withdrawn_at is not None,
         approvals_required=release.policy.approvals_required,
         checks=checks,
+        decisions=tuple(
+            gate.DecisionFacts(d.reviewer_id, d.decision, eligible, fresh)
+            for d, eligible, fresh in decisions if d.decision != Decision.Type.WAIVE
+        ),
     )
 
 
@@ -334,6 +371,25 @@ def cancel_check_run(*, actor, run: CheckRun) -> CheckRun:
                             "can be cancelled")
     refresh_release_state(release_id=run.release_id)
     run.refresh_from_db()
+    return run
+
+
+@transaction.atomic
+def rerun_check(*, actor, release: Release, check_key: str) -> CheckRun:
+    """A new attempt of one required check; earlier attempts and their evidence are kept, and
+    the newest attempt is the one that counts."""
+    release = Release.objects.select_for_update().get(pk=release.pk)
+    if release.withdrawn_at is not None:
+        raise ConflictError(f"release {release.pk} was withdrawn")
+    runs = release.check_runs.filter(required_check__key=check_key).order_by("-attempt")
+    latest = runs.first()
+    if latest is None:
+        raise ActionError(f"release {release.pk} has no check {check_key!r}")
+    if not latest.is_finished:
+        raise ConflictError(f"check {check_key!r} is still {latest.status}; cancel it first")
+    run = _queue_check_run(actor=actor, release=release, required=latest.required_check,
+                           attempt=latest.attempt + 1)
+    refresh_release_state(release_id=release.pk)
     return run
 
 
@@ -467,3 +523,85 @@ def fail_check_run(*, run_id, delivery: int | None, reason: str) -> bool:
 def record_evidence_integrity_failure(*, actor, evidence: Evidence, message: str) -> AuditEvent:
     return ledger.record("evidence.integrity_failed", actor=actor, target=evidence,
                          data={"sha256": evidence.sha256, "message": message})
+
+
+# --- reviewer keys and signed decisions -----------------------------------------------------
+
+
+@transaction.atomic
+def register_reviewer_key(*, actor, public_key: str, label: str = "") -> ReviewerKey:
+    raw = signing.parse_public_key(public_key)
+    key_id = signing.key_id(raw)
+    if ReviewerKey.objects.filter(key_id=key_id).exists():
+        raise ConflictError(f"key {key_id} is already registered")
+    key = ReviewerKey.objects.create(key_id=key_id, user=actor, public_key=signing.b64(raw),
+                                     label=label)
+    ledger.record("reviewer_key.registered", actor=actor, target=key,
+                  data={"key_id": key_id, "user": actor.get_username(), "label": label})
+    return key
+
+
+@transaction.atomic
+def revoke_reviewer_key(*, actor, key: ReviewerKey) -> ReviewerKey:
+    if key.user_id != actor.pk and not has_role(actor, "admin"):
+        raise ForbiddenError("only the key's owner or an admin can revoke it")
+    updated = ReviewerKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(
+        revoked_at=timezone.now())
+    if not updated:
+        raise ConflictError(f"key {key.key_id} is already revoked")
+    key.refresh_from_db()
+    ledger.record("reviewer_key.revoked", actor=actor, target=key,
+                  data={"key_id": key.key_id, "revoked_at": key.revoked_at.isoformat()})
+    return key
+
+
+def record_decision(*, actor, release: Release, envelope: dict) -> Decision:
+    """Verify a signed decision against the release's current evidence, then record it."""
+    opened = signing.open_envelope(envelope)
+    key = _signing_key(actor, opened.key_id)
+    signing.verify_signature(signing.b64decode(key.public_key, "key"), opened.payload,
+                             opened.signature)
+    return _record_verified_decision(actor=actor, release_id=release.pk, key=key, opened=opened)
+
+
+def _signing_key(actor, key_id: str) -> ReviewerKey:
+    key = ReviewerKey.objects.filter(key_id=key_id).first()
+    if key is None:
+        raise signing.SignatureError(f"no registered key has id {key_id}; register it first")
+    if key.user_id != actor.pk:
+        raise ForbiddenError(f"key {key_id} belongs to another person")
+    if key.is_revoked:
+        raise ForbiddenError(f"key {key_id} was revoked at {key.revoked_at.isoformat()}; "
+                             "signatures made with it are no longer accepted")
+    return key
+
+
+@transaction.atomic
+def _record_verified_decision(*, actor, release_id, key, opened) -> Decision:
+    # Locked so the evidence cannot change between the comparison and the insert.
+    release = Release.objects.select_for_update().select_related(
+        "policy", "model_version").get(pk=release_id)
+    predicate = decision_checks.check_statement(actor=actor, release=release, key=key,
+                                                statement=opened.statement)
+    payload_sha256 = sha256_hex(opened.payload)
+    if Decision.objects.filter(payload_sha256=payload_sha256).exists():
+        raise ConflictError("this exact signed statement was already recorded")
+    decision = Decision.objects.create(
+        release=release, reviewer=actor, key=key, decision=predicate["decision"]["type"],
+        check_key=predicate["decision"]["check"] or "", rationale=predicate["rationale"],
+        conditions=predicate["conditions"], evidence_digest=predicate["evidence_digest"],
+        statement=opened.statement, envelope=signing_envelope(opened),
+        payload_sha256=payload_sha256, signed_at=predicate["signed_at"],
+    )
+    ledger.record("decision.recorded", actor=actor, target=decision, data={
+        "release": str(release.pk), "decision": decision.decision, "check": decision.check_key,
+        "key_id": key.key_id, "payload_sha256": payload_sha256,
+        "evidence_digest": decision.evidence_digest,
+    })
+    refresh_release_state(release_id=release.pk)
+    return decision
+
+
+def signing_envelope(opened) -> dict:
+    return {"payloadType": signing.PAYLOAD_TYPE, "payload": signing.b64(opened.payload),
+            "signatures": [{"keyid": opened.key_id, "sig": signing.b64(opened.signature)}]}

@@ -395,10 +395,14 @@ class Evidence(AppendOnlyModel):
 
 
 class AuditEvent(AppendOnlyModel):
-    """The ledger: one row per state change, written in the same transaction as the change."""
+    """The ledger: one row per state change, written in the same transaction as the change.
 
-    seq = models.BigAutoField(primary_key=True)
-    at = models.DateTimeField(auto_now_add=True)
+    Each event is chained to the previous one by hash and is a leaf of an RFC 6962 Merkle tree
+    (see audits/ledger.py for the exact bytes).
+    """
+
+    seq = models.BigIntegerField(primary_key=True)  # 1, 2, 3 … without gaps, set by the ledger
+    at = models.DateTimeField()
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
         related_name="+",
@@ -408,6 +412,8 @@ class AuditEvent(AppendOnlyModel):
     target_type = models.CharField(max_length=40)
     target_id = models.CharField(max_length=64)
     data = models.JSONField(default=dict, blank=True)
+    prev_hash = models.CharField(max_length=64)
+    entry_hash = models.CharField(max_length=64)
 
     class Meta:
         ordering = ["seq"]
@@ -415,3 +421,84 @@ class AuditEvent(AppendOnlyModel):
 
     def __str__(self) -> str:
         return f"#{self.seq} {self.verb} {self.target_type}:{self.target_id}"
+
+
+class LedgerHead(models.Model):
+    """One row: the last event's number and hash. Locking it serialises ledger writes."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    seq = models.BigIntegerField(default=0)
+    head_hash = models.CharField(max_length=64, default="0" * 64)
+
+    def __str__(self) -> str:
+        return f"ledger head #{self.seq}"
+
+
+class LedgerCheckpoint(AppendOnlyModel):
+    """A signed statement by the server of the ledger's Merkle tree size and root."""
+
+    tree_size = models.BigIntegerField(unique=True)
+    root_hash = models.CharField(max_length=64)
+    timestamp = models.DateTimeField()
+    key_id = models.CharField(max_length=64)
+    body = models.TextField()  # the exact signed bytes (canonical JSON)
+    signature = models.CharField(max_length=200)  # base64 Ed25519 signature over body
+
+    class Meta:
+        ordering = ["tree_size"]
+
+    def __str__(self) -> str:
+        return f"checkpoint {self.tree_size} {self.root_hash[:12]}"
+
+
+class ReviewerKey(models.Model):
+    """A person's Ed25519 public key. The private key never reaches the server."""
+
+    key_id = models.CharField(max_length=64, primary_key=True)  # sha256 of the raw public key
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT,
+                             related_name="reviewer_keys")
+    public_key = models.CharField(max_length=64)  # raw 32 bytes, base64
+    label = models.CharField(max_length=100, blank=True)
+    registered_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-registered_at"]
+
+    def __str__(self) -> str:
+        return f"{self.user} key {self.key_id[:12]}"
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
+
+
+class Decision(AppendOnlyModel):
+    """A signed approve / reject / waive-check decision, exactly as the reviewer signed it."""
+
+    class Type(models.TextChoices):
+        APPROVE = "approve"
+        REJECT = "reject"
+        WAIVE = "waive"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    release = models.ForeignKey(Release, on_delete=models.PROTECT, related_name="decisions")
+    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT,
+                                 related_name="+")
+    key = models.ForeignKey(ReviewerKey, on_delete=models.PROTECT, related_name="decisions")
+    decision = models.CharField(max_length=10, choices=Type.choices)
+    check_key = models.CharField(max_length=64, blank=True)  # the waived check
+    rationale = models.TextField()
+    conditions = models.JSONField(default=list, blank=True)
+    evidence_digest = models.CharField(max_length=64)  # what the signature covers
+    statement = models.JSONField()
+    envelope = models.JSONField()
+    payload_sha256 = models.CharField(max_length=64)
+    signed_at = models.DateTimeField()
+    recorded_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["recorded_at"]
+
+    def __str__(self) -> str:
+        return f"{self.decision} by {self.reviewer_id} on {self.release_id}"

@@ -27,7 +27,7 @@ def roles_of(user) -> set[str]:
 
 
 def has_role(user, *roles: Role) -> bool:
-    return bool(roles_of(user) & {role.value for role in roles})
+    return bool(roles_of(user) & {str(role) for role in roles})
 
 
 def grant(user, role: Role) -> None:

@@ -100,6 +100,11 @@ ASSAY_EVIDENCE_ROOT = Path(env_str("ASSAY_EVIDENCE_ROOT", str(VAR_DIR / "evidenc
 # so the API cannot be used to read arbitrary files on the server.
 ASSAY_MODEL_STORE = Path(env_str("ASSAY_MODEL_STORE", str(VAR_DIR / "models"))).resolve()
 ASSAY_MODEL_ROOTS = env_paths("ASSAY_MODEL_ROOTS", [ASSAY_MODEL_STORE])
+# The server's Ed25519 key that signs ledger checkpoints; created on first use if absent.
+ASSAY_LEDGER_KEY_FILE = Path(
+    env_str("ASSAY_LEDGER_KEY_FILE", str(VAR_DIR / "keys" / "ledger-ed25519.pem"))
+).resolve()
+ASSAY_LEDGER_ORIGIN = env_str("ASSAY_LEDGER_ORIGIN", "assay")
 ASSAY_DEVICE = env_choice("ASSAY_DEVICE", "cpu", ("cpu", "cuda"))
 ASSAY_DTYPE = env_choice("ASSAY_DTYPE", "float32", ("float32", "bfloat16", "float16"))
 

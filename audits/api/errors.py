@@ -8,9 +8,10 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from audits.actions import ActionError, ConflictError
+from audits.actions import ActionError, ConflictError, ForbiddenError
 from audits.checkkinds import CheckSpecError
 from audits.models import EvidenceIntegrityError
+from audits.signing import SignatureError
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +26,9 @@ def exception_handler(exc, context):
         return response
     if isinstance(exc, ConflictError | EvidenceIntegrityError):
         return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
-    if isinstance(exc, ActionError | CheckSpecError):
+    if isinstance(exc, ForbiddenError):
+        return Response({"detail": str(exc)}, status=status.HTTP_403_FORBIDDEN)
+    if isinstance(exc, ActionError | CheckSpecError | SignatureError):
         return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, DjangoValidationError):
         return Response({"detail": _messages(exc)}, status=status.HTTP_400_BAD_REQUEST)

@@ -28,3 +28,6 @@ class HasAnyRole(BasePermission):
 
 SUBMITTERS = (Role.SUBMITTER, Role.ADMIN)
 ADMINS = (Role.ADMIN,)
+REVIEWERS = (Role.REVIEWER, Role.ADMIN)
+# The policy decides who may sign; these roles may try, and hear why not if they may not.
+DECIDERS = (Role.REVIEWER, Role.SUBMITTER, Role.ADMIN)

@@ -10,10 +10,13 @@ from audits.models import (
     AuditEvent,
     CheckPolicy,
     CheckRun,
+    Decision,
     Evidence,
+    LedgerCheckpoint,
     ModelVersion,
     Release,
     RequiredCheck,
+    ReviewerKey,
 )
 
 
@@ -236,4 +239,49 @@ class AuditEventSerializer(serializers.ModelSerializer):
     class Meta:
         model = AuditEvent
         fields = ["seq", "at", "actor_label", "verb", "target_type", "target_id", "data"]
+        read_only_fields = fields
+
+
+# --- keys, decisions, the ledger ------------------------------------------------------------
+
+
+class ReviewerKeySerializer(serializers.ModelSerializer):
+    user = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = ReviewerKey
+        fields = ["key_id", "user", "public_key", "label", "registered_at", "revoked_at"]
+        read_only_fields = fields
+
+
+class ReviewerKeyCreateSerializer(StrictSerializer):
+    public_key = serializers.CharField(max_length=2000,
+                                       help_text="Ed25519 public key: PEM or raw base64")
+    label = serializers.CharField(max_length=100, required=False, allow_blank=True)
+
+
+class DecisionSerializer(serializers.ModelSerializer):
+    reviewer = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = Decision
+        fields = ["id", "release", "reviewer", "key", "decision", "check_key", "rationale",
+                  "conditions", "evidence_digest", "payload_sha256", "signed_at", "recorded_at",
+                  "statement", "envelope"]
+        read_only_fields = fields
+
+
+class DecisionCreateSerializer(StrictSerializer):
+    envelope = serializers.JSONField(help_text="a DSSE envelope around the signed statement")
+
+
+class StatementQuerySerializer(StrictSerializer):
+    decision = serializers.ChoiceField(choices=Decision.Type.choices)
+    check = serializers.SlugField(required=False, max_length=64)
+
+
+class CheckpointSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = LedgerCheckpoint
+        fields = ["tree_size", "root_hash", "timestamp", "key_id", "body", "signature"]
         read_only_fields = fields

@@ -9,6 +9,8 @@ router.register("releases", views.ReleaseViewSet, basename="release")
 router.register("check-runs", views.CheckRunViewSet, basename="check-run")
 router.register("evidence", views.EvidenceViewSet, basename="evidence")
 router.register("audit-events", views.AuditEventViewSet, basename="audit-event")
+router.register("reviewer-keys", views.ReviewerKeyViewSet, basename="reviewer-key")
+router.register("ledger", views.LedgerViewSet, basename="ledger")
 
 app_name = "api"
 urlpatterns = [*router.urls]

@@ -3,15 +3,16 @@
 import uuid
 
 from django.http import HttpResponse
+from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
-from audits import actions, gate
+from audits import actions, gate, ledger, signing, statements
 from audits.api import serializers as s
-from audits.api.permissions import ADMINS, SUBMITTERS
+from audits.api.permissions import ADMINS, DECIDERS, REVIEWERS, SUBMITTERS
 from audits.canonical import json_digest
 from audits.models import (
     AuditEvent,
@@ -21,6 +22,7 @@ from audits.models import (
     EvidenceIntegrityError,
     ModelVersion,
     Release,
+    ReviewerKey,
 )
 
 UUID_PATTERN = r"[0-9a-fA-F-]{36}"
@@ -135,7 +137,7 @@ class ReleaseViewSet(RecordViewSet):
     queryset = Release.objects.select_related("submitter").prefetch_related(
         "check_runs__required_check")
     serializer_class = s.ReleaseSerializer
-    write_roles = {"create": SUBMITTERS, "withdraw": SUBMITTERS}
+    write_roles = {"create": SUBMITTERS, "withdraw": SUBMITTERS, "decisions": DECIDERS}
 
     def get_queryset(self):
         queryset = super().get_queryset()
@@ -171,6 +173,37 @@ class ReleaseViewSet(RecordViewSet):
         answer = gate.evaluate(actions.gate_facts(release))
         return Response({"release": str(release.pk), "state": answer.state,
                          "may_ship": answer.may_ship, "reasons": answer.reasons})
+
+    @extend_schema(parameters=[s.StatementQuerySerializer], responses=dict)
+    @action(detail=True, methods=["get"])
+    def statement(self, request, pk=None):
+        """The exact statement to sign: fill in rationale and conditions, sign, POST it back."""
+        query = s.StatementQuerySerializer(data=request.query_params.dict())
+        query.is_valid(raise_exception=True)
+        release = self.get_object()
+        user = request.user
+        keys = ReviewerKey.objects.filter(user=user, revoked_at__isnull=True)
+        body = statements.build(
+            release, decision=query.validated_data["decision"],
+            check=query.validated_data.get("check", ""), signer_username=user.get_username(),
+            signer_name=user.get_full_name() or user.get_username(),
+            key_id=keys.values_list("key_id", flat=True).first() or "",
+            signed_at=timezone.now(),
+        )
+        return Response({"statement": body, "payload_type": signing.PAYLOAD_TYPE,
+                         "canonicalization": "RFC 8785 (JSON Canonicalization Scheme)",
+                         "summary": statements.summary_lines(body)})
+
+    @extend_schema(request=s.DecisionCreateSerializer, responses=s.DecisionSerializer)
+    @action(detail=True, methods=["get", "post"])
+    def decisions(self, request, pk=None):
+        release = self.get_object()
+        if request.method == "GET":
+            return Response(s.DecisionSerializer(release.decisions.all(), many=True).data)
+        data = self.validated(s.DecisionCreateSerializer)
+        decision = actions.record_decision(actor=request.user, release=release,
+                                           envelope=data["envelope"])
+        return self.answer(decision, status.HTTP_201_CREATED, s.DecisionSerializer)
 
     @extend_schema(request=s.WithdrawSerializer, responses=s.ReleaseSerializer)
     @action(detail=True, methods=["post"])
@@ -247,3 +280,66 @@ class AuditEventViewSet(RecordViewSet):
         if target := self.request.query_params.get("target_id"):
             queryset = queryset.filter(target_id=target)
         return queryset
+
+
+class ReviewerKeyViewSet(RecordViewSet):
+    """Reviewers' Ed25519 public keys; the key id is the sha256 of the raw public key."""
+
+    queryset = ReviewerKey.objects.select_related("user")
+    serializer_class = s.ReviewerKeySerializer
+    lookup_value_regex = r"[0-9a-f]{64}"
+    write_roles = {"create": REVIEWERS, "revoke": REVIEWERS}
+
+    @extend_schema(request=s.ReviewerKeyCreateSerializer, responses=s.ReviewerKeySerializer)
+    def create(self, request):
+        data = self.validated(s.ReviewerKeyCreateSerializer)
+        key = actions.register_reviewer_key(actor=request.user, public_key=data["public_key"],
+                                            label=data.get("label", ""))
+        return self.answer(key, status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses=s.ReviewerKeySerializer)
+    @action(detail=True, methods=["post"])
+    def revoke(self, request, pk=None):
+        return self.answer(actions.revoke_reviewer_key(actor=request.user, key=self.get_object()))
+
+
+def _int_param(request, name: str) -> int:
+    value = request.query_params.get(name)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValidationError({name: "an integer is required"}) from None
+
+
+class LedgerViewSet(viewsets.ViewSet):
+    """The ledger's signed checkpoints and RFC 6962 proofs, for auditors and verifiers."""
+
+    @extend_schema(responses=s.CheckpointSerializer)
+    @action(detail=False, methods=["get"])
+    def checkpoint(self, request):
+        return Response(s.CheckpointSerializer(ledger.checkpoint()).data)
+
+    @extend_schema(responses=dict)
+    @action(detail=False, methods=["get"], url_path="public-key")
+    def public_key(self, request):
+        return Response(ledger.server_public_key())
+
+    @extend_schema(responses=dict, parameters=[OpenApiParameter("seq", int),
+                                               OpenApiParameter("tree_size", int)])
+    @action(detail=False, methods=["get"])
+    def inclusion(self, request):
+        try:
+            return Response(ledger.inclusion(_int_param(request, "seq"),
+                                             _int_param(request, "tree_size")))
+        except ValueError as exc:
+            raise ValidationError({"detail": str(exc)}) from None
+
+    @extend_schema(responses=dict, parameters=[OpenApiParameter("first", int),
+                                               OpenApiParameter("second", int)])
+    @action(detail=False, methods=["get"])
+    def consistency(self, request):
+        try:
+            return Response(ledger.consistency(_int_param(request, "first"),
+                                               _int_param(request, "second")))
+        except ValueError as exc:
+            raise ValidationError({"detail": str(exc)}) from None

@@ -6,8 +6,13 @@ when the demo's policy changed), and the same release (opened with a fixed Idemp
 """
 
 import json
+import os
 import secrets
+import socket
+import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,9 +20,10 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
+from rest_framework.authtoken.models import Token
 
-from audits import actions, gate
-from audits.models import CheckPolicy, ModelVersion, Release
+from audits import actions, gate, statements
+from audits.models import CheckPolicy, Decision, ModelVersion, Release
 from audits.roles import Role, ensure_role_groups, grant
 
 DEMO_PERSONAS = {
@@ -27,6 +33,7 @@ DEMO_PERSONAS = {
     "demo-admin": Role.ADMIN,
     "demo-auditor": Role.AUDITOR,
 }
+REVIEWERS = ("demo-reviewer-1", "demo-reviewer-2")
 POLICY_NAME = "frontier-release"
 POLICY_DESCRIPTION = (
     "Release policy for the demo model: the weights must be the registered weights, and two "
@@ -145,5 +152,66 @@ def summary(release: Release) -> dict:
              "error": run.error, "manifest_digest": run.manifest_digest}
             for run in actions.counting_runs(release)
         ],
+        "decisions": [
+            {"reviewer": d.reviewer.get_username(), "decision": d.decision,
+             "check": d.check_key, "key_id": d.key_id, "signed_at": d.signed_at.isoformat(),
+             "covers_current_evidence": d.evidence_digest == statements.evidence_digest(release)}
+            for d in release.decisions.select_related("reviewer")
+        ],
         "gate": {"state": answer.state, "may_ship": answer.may_ship, "reasons": answer.reasons},
     }
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def server_answers(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/schema/", timeout=5):
+            return True
+    except OSError:
+        return False
+
+
+def has_current_approval(release: Release, username: str) -> bool:
+    release = Release.objects.get(pk=release.pk)
+    return Decision.objects.filter(
+        release=release, reviewer__username=username, decision=Decision.Type.APPROVE,
+        evidence_digest=statements.evidence_digest(release)).exists()
+
+
+def reviewer_key(username: str) -> Path:
+    """The reviewer's private key, made once with `manage.py keygen` (it never leaves var/)."""
+    path = demo_dir() / "keys" / f"{username}.pem"
+    if not path.exists():
+        subprocess.run([sys.executable, "manage.py", "keygen", str(path)], cwd=settings.BASE_DIR,
+                       env=os.environ.copy(), check=True, capture_output=True)
+    return path
+
+
+def sign_with_cli(release: Release, username: str, server_url: str):
+    token = Token.objects.get_or_create(user=User.objects.get(username=username))[0].key
+    command = [
+        sys.executable, "manage.py", "sign_decision", "--server", server_url, "--token", token,
+        "--release", str(release.pk), "--decision", "approve", "--key",
+        str(reviewer_key(username)), "--register-key", "--yes",
+        "--name", f"{username.replace('-', ' ').title()} (demo)",
+        "--rationale", "Reviewed the evidence of every required check in the demo release.",
+    ]
+    return subprocess.run(command, cwd=settings.BASE_DIR, env=os.environ.copy(),
+                          capture_output=True, text=True, timeout=300)
+
+
+def waiver_hint(release: Release, reasons: list[dict]) -> list[str]:
+    """How a reviewer would waive a failing blocking check. The demo never waives: accepting a
+    failed safety check is a human decision with a written rationale."""
+    failing = [r["check"] for r in reasons if r["code"] == "blocking_check_not_passed"]
+    if not failing:
+        return []
+    return ["A reviewer who accepts a failing blocking check signs a waiver, for example:",
+            *(f"  manage.py sign_decision --release {release.pk} --decision waive --check "
+              f"{check} --rationale '<why shipping is acceptable>' --key <your key>"
+              for check in failing)]

@@ -21,7 +21,7 @@ def _manage(var_dir: Path, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
-def test_demo_runs_twice_and_writes_a_summary(tmp_path):
+def test_demo_runs_twice_signs_and_writes_a_summary(tmp_path):
     model = tmp_path / "var" / "models" / "tiny"
     model.mkdir(parents=True)
     (model / "config.json").write_text('{"model_type": "llama"}')
@@ -39,8 +39,16 @@ def test_demo_runs_twice_and_writes_a_summary(tmp_path):
         "check": "weights-fingerprint", "kind": "weights_fingerprint", "status": "succeeded",
         "verdict": "pass", "attempt": 1, "summary": summary["check_runs"][0]["summary"],
         "error": "", "manifest_digest": summary["check_runs"][0]["manifest_digest"]}]
-    assert summary["gate"]["state"] == "in_review"
-    assert summary["gate"]["may_ship"] is False
+    assert summary["gate"] == {"state": "approved", "may_ship": True, "reasons": []}
+    assert sorted((d["reviewer"], d["decision"], d["covers_current_evidence"])
+                  for d in summary["decisions"]) == [
+        ("demo-reviewer-1", "approve", True), ("demo-reviewer-2", "approve", True)]
+    assert "already approved the current evidence" in runs[1].stdout
+    keys = sorted(path.name for path in (tmp_path / "var" / "demo" / "keys").iterdir())
+    assert keys == ["demo-reviewer-1.pem", "demo-reviewer-2.pem"]
+    verified = _manage(tmp_path / "var", "verify_ledger")
+    assert verified.returncode == 0, verified.stderr
+    assert "ledger verifies" in verified.stdout
     credentials = json.loads((tmp_path / "var" / "demo" / "credentials.json").read_text())
     assert set(credentials) == {"demo-submitter", "demo-reviewer-1", "demo-reviewer-2",
                                 "demo-admin", "demo-auditor"}

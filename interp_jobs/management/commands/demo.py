@@ -31,13 +31,18 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         worker = self._start_worker()
+        port = options["port"] if not options["no_serve"] else demo.free_port()
+        server = self._start_server(port)
         try:
-            self._run(options)
+            release = self._run(options)
+            self._sign(release, f"http://127.0.0.1:{port}")
+            self._write_summary(Release.objects.get(pk=release.pk))
             if not options["no_serve"]:
-                self._serve(options["port"])
+                self._wait_for_server(server, port)
         finally:
-            worker.terminate()
-            worker.wait(timeout=60)
+            for process in (server, worker):
+                process.terminate()
+                process.wait(timeout=60)
 
     def _run(self, options):
         passwords = demo.ensure_personas()
@@ -56,7 +61,21 @@ class Command(BaseCommand):
         self.stdout.write(f"{'Opened' if created else 'Reusing'} release {release.pk}")
         demo.wait_for(lambda: self._finished(release), options["timeout"], "the checks",
                       report=lambda: demo.progress_line(release))
-        self._write_summary(Release.objects.get(pk=release.pk))
+        return release
+
+    def _sign(self, release: Release, server_url: str) -> None:
+        """Each demo reviewer signs an approval with a key made by `manage.py keygen`, through
+        `manage.py sign_decision` against the running server, as a person would."""
+        for username in demo.REVIEWERS:
+            if demo.has_current_approval(release, username):
+                self.stdout.write(f"{username} already approved the current evidence")
+                continue
+            self.stdout.write(f"{username} signs an approval with the CLI:")
+            result = demo.sign_with_cli(release, username, server_url)
+            for line in result.stdout.splitlines()[-3:]:
+                self.stdout.write(f"  {line}")
+            if result.returncode != 0:
+                raise CommandError(f"signing failed: {result.stderr.strip()}")
 
     def _demo_model(self, spec: str | None) -> demo.DemoModel:
         if spec:
@@ -93,6 +112,8 @@ class Command(BaseCommand):
                           f"{result['gate']['may_ship']})")
         for reason in result["gate"]["reasons"]:
             self.stdout.write(f"  - {reason['message']}")
+        for line in demo.waiver_hint(release, result["gate"]["reasons"]):
+            self.stdout.write(line)
         self.stdout.write(f"Summary written to {path}")
 
     def _start_worker(self) -> subprocess.Popen:
@@ -105,11 +126,20 @@ class Command(BaseCommand):
             return subprocess.Popen(command, cwd=ROOT, env=os.environ.copy(), stdout=handle,
                                     stderr=subprocess.STDOUT)
 
-    def _serve(self, port: int) -> None:
+    def _start_server(self, port: int) -> subprocess.Popen:
+        log = demo.demo_dir() / "server.log"
+        with log.open("a") as handle:
+            server = subprocess.Popen(
+                [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload",
+                 "--insecure"], cwd=ROOT, env=os.environ.copy(), stdout=handle,
+                stderr=subprocess.STDOUT)
+        demo.wait_for(lambda: demo.server_answers(port), 60, f"the web server on port {port}")
+        return server
+
+    def _wait_for_server(self, server: subprocess.Popen, port: int) -> None:
         self.stdout.write(f"Serving on http://127.0.0.1:{port}/ (API docs at /api/docs/, admin "
                           "at /admin/); Ctrl-C stops the server and the worker.")
         try:
-            subprocess.run([sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}",
-                            "--noreload", "--insecure"], cwd=ROOT, check=False)
+            server.wait()
         except KeyboardInterrupt:
             pass

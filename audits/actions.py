@@ -19,10 +19,12 @@ from audits import checkkinds, decision_checks, dispatch, gate, ledger, signing,
 from audits.canonical import canonical_json, sha256_hex
 from audits.models import (
     AuditEvent,
+    CatalogFeature,
     CheckPolicy,
     CheckRun,
     Decision,
     Evidence,
+    Lens,
     ModelVersion,
     Release,
     RequiredCheck,
@@ -605,3 +607,67 @@ def _record_verified_decision(*, actor, release_id, key, opened) -> Decision:
 def signing_envelope(opened) -> dict:
     return {"payloadType": signing.PAYLOAD_TYPE, "payload": signing.b64(opened.payload),
             "signatures": [{"keyid": opened.key_id, "sig": signing.b64(opened.signature)}]}
+
+
+# --- lenses and the feature catalog ---------------------------------------------------------
+
+
+@transaction.atomic
+def register_lens(*, actor, model_version: ModelVersion, name: str, source_path: str) -> Lens:
+    if Lens.objects.filter(model_version=model_version, name=name).exists():
+        raise ConflictError(f"model version {model_version} already has a lens named {name!r}")
+    lens = Lens.objects.create(model_version=model_version, name=name, source_path=source_path,
+                               registered_by=actor)
+    ledger.record("lens.registered", actor=actor, target=lens, data={
+        "model_version": str(model_version.pk), "name": name, "source_path": source_path})
+    dispatch.enqueue_lens_validation(lens.pk)
+    return lens
+
+
+@dataclass(frozen=True)
+class LensFacts:
+    hook_name: str
+    architecture: str
+    d_in: int
+    d_sae: int
+    digest: str
+
+
+@transaction.atomic
+def record_lens_validated(*, lens_id, facts: LensFacts) -> bool:
+    updated = Lens.objects.filter(
+        pk=lens_id, status__in=(Lens.Status.PENDING, Lens.Status.TRAINING)
+    ).update(status=Lens.Status.READY, hook_name=facts.hook_name,
+             architecture=facts.architecture, d_in=facts.d_in, d_sae=facts.d_sae,
+             digest=facts.digest, error="")
+    if updated:
+        ledger.record("lens.validated", actor=None, target=Lens.objects.get(pk=lens_id),
+                      data={"hook_name": facts.hook_name, "architecture": facts.architecture,
+                            "d_in": facts.d_in, "d_sae": facts.d_sae, "digest": facts.digest})
+    return bool(updated)
+
+
+@transaction.atomic
+def record_lens_failed(*, lens_id, reason: str) -> bool:
+    updated = Lens.objects.filter(
+        pk=lens_id, status__in=(Lens.Status.PENDING, Lens.Status.TRAINING)
+    ).update(status=Lens.Status.FAILED, error=reason[:10_000])
+    if updated:
+        ledger.record("lens.failed", actor=None, target=Lens.objects.get(pk=lens_id),
+                      data={"reason": reason[:2000]})
+    return bool(updated)
+
+
+@transaction.atomic
+def review_feature(*, actor, feature: CatalogFeature, label: str, risk_axis: str,
+                   status: str) -> CatalogFeature:
+    """A person confirms, relabels or rejects a catalog feature; who and when are recorded."""
+    before = {"label": feature.label, "risk_axis": feature.risk_axis, "status": feature.status}
+    CatalogFeature.objects.filter(pk=feature.pk).update(
+        label=label, risk_axis=risk_axis, status=status, reviewed_by=actor,
+        reviewed_at=timezone.now())
+    feature.refresh_from_db()
+    ledger.record("catalog_feature.reviewed", actor=actor, target=feature, data={
+        "lens": str(feature.lens_id), "index": feature.index, "before": before,
+        "after": {"label": label, "risk_axis": risk_axis, "status": status}})
+    return feature

@@ -8,6 +8,7 @@ from django.db import transaction
 
 RUN_CHECK_TASK = "interp_jobs.run_check"
 COMPUTE_DIGESTS_TASK = "interp_jobs.compute_model_digests"
+VALIDATE_LENS_TASK = "interp_jobs.validate_lens"
 
 
 def _send(task_name: str, object_id: str) -> None:
@@ -25,3 +26,7 @@ def enqueue_check_run(run_id) -> None:
 
 def enqueue_model_digests(model_version_id) -> None:
     transaction.on_commit(lambda: _send(COMPUTE_DIGESTS_TASK, str(model_version_id)))
+
+
+def enqueue_lens_validation(lens_id) -> None:
+    transaction.on_commit(lambda: _send(VALIDATE_LENS_TASK, str(lens_id)))

@@ -502,3 +502,77 @@ class Decision(AppendOnlyModel):
 
     def __str__(self) -> str:
         return f"{self.decision} by {self.reviewer_id} on {self.release_id}"
+
+
+class Lens(ProtectedFieldsModel):
+    """An SAE or transcoder in SAELens's on-disk format, registered for one model version."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"  # registered; a job validates it against the model
+        READY = "ready"
+        FAILED = "failed"
+        TRAINING = "training"
+
+    IMMUTABLE_FIELDS = ("id", "model_version", "name", "source_path", "registered_by",
+                        "registered_at")
+    WRITE_ONCE_FIELDS = ("digest",)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT,
+                                      related_name="lenses")
+    name = models.SlugField(max_length=100)
+    source_path = models.CharField(max_length=1000)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    error = models.TextField(blank=True)
+    hook_name = models.CharField(max_length=100, blank=True)
+    architecture = models.CharField(max_length=40, blank=True)
+    d_in = models.PositiveIntegerField(null=True, blank=True)
+    d_sae = models.PositiveIntegerField(null=True, blank=True)
+    digest = models.CharField(max_length=64, blank=True)
+    training = models.JSONField(default=dict, blank=True)  # config, corpus digest, seed, fidelity
+    registered_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT,
+                                      related_name="+")
+    registered_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["model_version", "name"]
+        constraints = [models.UniqueConstraint(fields=["model_version", "name"],
+                                               name="unique_lens_name_per_model")]
+
+    def __str__(self) -> str:
+        return f"lens {self.name} of {self.model_version}"
+
+
+class CatalogFeature(models.Model):
+    """A labelled feature of a lens, proposed by discovery or carried over by drift matching,
+    and confirmed (or changed) by a person."""
+
+    class Status(models.TextChoices):
+        PROPOSED = "proposed"
+        CONFIRMED = "confirmed"
+        REJECTED = "rejected"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    lens = models.ForeignKey(Lens, on_delete=models.PROTECT, related_name="features")
+    index = models.PositiveIntegerField()
+    label = models.CharField(max_length=200, blank=True)
+    risk_axis = models.CharField(max_length=40, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PROPOSED)
+    evidence = models.JSONField(default=dict, blank=True)  # the numbers behind the proposal
+    proposed_by_run = models.ForeignKey(CheckRun, null=True, blank=True,
+                                        on_delete=models.PROTECT, related_name="+")
+    carried_from = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT,
+                                     related_name="carried_to")
+    match_cosine = models.FloatField(null=True, blank=True)
+    reviewed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                    on_delete=models.PROTECT, related_name="+")
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["lens", "index"]
+        constraints = [models.UniqueConstraint(fields=["lens", "index"],
+                                               name="unique_feature_per_lens")]
+
+    def __str__(self) -> str:
+        return f"{self.lens.name}#{self.index} {self.label}"

@@ -10,8 +10,8 @@ from django.conf import settings
 from django.db import DatabaseError, InterfaceError
 
 from audits import actions
-from audits.models import ModelVersion
-from interp_jobs import runner
+from audits.models import Lens, ModelVersion
+from interp_jobs import lens_checks, runner
 from interp_jobs.checks.base import CheckCancelled
 from interp_jobs.engine.errors import EngineError, PermanentEngineError
 from interp_jobs.engine.fingerprint import fingerprint_model
@@ -96,3 +96,17 @@ def compute_model_digests(model_version_id: str) -> None:
         weights_digest=fingerprint.weights_digest, tokenizer_digest=fingerprint.tokenizer_digest,
         config_digest=fingerprint.config_digest, file_digests=fingerprint.files,
     ))
+
+
+@shared_task(name="interp_jobs.validate_lens", acks_late=True)
+def validate_lens(lens_id: str) -> None:
+    """Load a registered lens, check it fits its model version, and record its facts."""
+    lens = Lens.objects.select_related("model_version").filter(pk=lens_id).first()
+    if lens is None or lens.status not in (Lens.Status.PENDING, Lens.Status.TRAINING):
+        return
+    try:
+        facts = lens_checks.inspect_lens(lens)
+    except (PermanentEngineError, OSError) as exc:
+        actions.record_lens_failed(lens_id=lens_id, reason=str(exc))
+        return
+    actions.record_lens_validated(lens_id=lens_id, facts=facts)

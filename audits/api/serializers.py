@@ -8,11 +8,13 @@ from rest_framework import serializers
 
 from audits.models import (
     AuditEvent,
+    CatalogFeature,
     CheckPolicy,
     CheckRun,
     Decision,
     Evidence,
     LedgerCheckpoint,
+    Lens,
     ModelVersion,
     Release,
     RequiredCheck,
@@ -58,8 +60,20 @@ class ModelVersionSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-def _inside_model_roots(path: Path) -> bool:
-    return any(path == root or root in path.parents for root in settings.ASSAY_MODEL_ROOTS)
+def _inside(path: Path, roots) -> bool:
+    return any(path == root or root in path.parents for root in roots)
+
+
+def _local_path(value: str, roots, setting: str) -> Path:
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        raise serializers.ValidationError("give an absolute path")
+    path = path.resolve()
+    if not _inside(path, roots):
+        allowed = ", ".join(str(root) for root in roots)
+        raise serializers.ValidationError(
+            f"{path} is outside the model store; it must live under: {allowed} ({setting})")
+    return path
 
 
 class ModelVersionCreateSerializer(StrictSerializer):
@@ -73,15 +87,11 @@ class ModelVersionCreateSerializer(StrictSerializer):
     description = serializers.CharField(required=False, allow_blank=True, max_length=5000)
 
     def validate(self, attrs):
-        path = Path(attrs["source_path"]).expanduser()
-        if not path.is_absolute():
-            raise serializers.ValidationError({"source_path": "give an absolute path"})
-        path = path.resolve()
-        if not _inside_model_roots(path):
-            roots = ", ".join(str(root) for root in settings.ASSAY_MODEL_ROOTS)
-            raise serializers.ValidationError({"source_path": (
-                f"{path} is outside the model store; models must live under: {roots} "
-                "(ASSAY_MODEL_ROOTS)")})
+        try:
+            path = _local_path(attrs["source_path"], settings.ASSAY_MODEL_ROOTS,
+                               "ASSAY_MODEL_ROOTS")
+        except serializers.ValidationError as exc:
+            raise serializers.ValidationError({"source_path": exc.detail}) from None
         _check_model_source(path, attrs["format"])
         attrs["source_path"] = str(path)
         return attrs
@@ -285,3 +295,50 @@ class CheckpointSerializer(serializers.ModelSerializer):
         model = LedgerCheckpoint
         fields = ["tree_size", "root_hash", "timestamp", "key_id", "body", "signature"]
         read_only_fields = fields
+
+
+# --- lenses and the catalog -----------------------------------------------------------------
+
+
+class LensSerializer(serializers.ModelSerializer):
+    registered_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = Lens
+        fields = ["id", "model_version", "name", "source_path", "status", "error", "hook_name",
+                  "architecture", "d_in", "d_sae", "digest", "training", "registered_by",
+                  "registered_at"]
+        read_only_fields = fields
+
+
+class LensCreateSerializer(StrictSerializer):
+    model_version = serializers.PrimaryKeyRelatedField(queryset=ModelVersion.objects.all())
+    name = serializers.SlugField(max_length=100)
+    source_path = serializers.CharField(max_length=1000)
+
+    def validate_source_path(self, value):
+        path = _local_path(value, settings.ASSAY_LENS_ROOTS, "ASSAY_LENS_ROOTS")
+        missing = [n for n in ("cfg.json", "sae_weights.safetensors") if not (path / n).is_file()]
+        if missing:
+            raise serializers.ValidationError(
+                f"{path} is not a lens in SAELens's on-disk format (missing {', '.join(missing)})")
+        return str(path)
+
+
+class CatalogFeatureSerializer(serializers.ModelSerializer):
+    reviewed_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = CatalogFeature
+        fields = ["id", "lens", "index", "label", "risk_axis", "status", "evidence",
+                  "proposed_by_run", "carried_from", "match_cosine", "reviewed_by",
+                  "reviewed_at", "created_at"]
+        read_only_fields = fields
+
+
+class FeatureReviewSerializer(StrictSerializer):
+    immutable_fields = ("id", "lens", "index", "evidence", "proposed_by_run", "carried_from")
+    label = serializers.CharField(max_length=200)
+    risk_axis = serializers.SlugField(max_length=40)
+    status = serializers.ChoiceField(choices=[CatalogFeature.Status.CONFIRMED,
+                                              CatalogFeature.Status.REJECTED])

@@ -11,6 +11,8 @@ router.register("evidence", views.EvidenceViewSet, basename="evidence")
 router.register("audit-events", views.AuditEventViewSet, basename="audit-event")
 router.register("reviewer-keys", views.ReviewerKeyViewSet, basename="reviewer-key")
 router.register("ledger", views.LedgerViewSet, basename="ledger")
+router.register("lenses", views.LensViewSet, basename="lens")
+router.register("catalog-features", views.CatalogFeatureViewSet, basename="catalog-feature")
 
 app_name = "api"
 urlpatterns = [*router.urls]

@@ -16,10 +16,12 @@ from audits.api.permissions import ADMINS, DECIDERS, REVIEWERS, SUBMITTERS
 from audits.canonical import json_digest
 from audits.models import (
     AuditEvent,
+    CatalogFeature,
     CheckPolicy,
     CheckRun,
     Evidence,
     EvidenceIntegrityError,
+    Lens,
     ModelVersion,
     Release,
     ReviewerKey,
@@ -343,3 +345,49 @@ class LedgerViewSet(viewsets.ViewSet):
                                                _int_param(request, "second")))
         except ValueError as exc:
             raise ValidationError({"detail": str(exc)}) from None
+
+
+class LensViewSet(RecordViewSet):
+    """Lenses (SAEs, transcoders) registered for a model version; a job validates each."""
+
+    queryset = Lens.objects.select_related("registered_by")
+    serializer_class = s.LensSerializer
+    write_roles = {"create": SUBMITTERS}
+
+    def get_queryset(self):
+        queryset = super().get_queryset()
+        if model_version := _uuid_filter(self.request, "model_version"):
+            queryset = queryset.filter(model_version=model_version)
+        return queryset
+
+    @extend_schema(request=s.LensCreateSerializer, responses=s.LensSerializer)
+    def create(self, request):
+        data = self.validated(s.LensCreateSerializer)
+        lens = actions.register_lens(actor=request.user, model_version=data["model_version"],
+                                     name=data["name"], source_path=data["source_path"])
+        return self.answer(lens, status.HTTP_201_CREATED)
+
+
+class CatalogFeatureViewSet(RecordViewSet):
+    """The feature catalog: proposals from discovery and drift, confirmed by people."""
+
+    queryset = CatalogFeature.objects.select_related("reviewed_by")
+    serializer_class = s.CatalogFeatureSerializer
+    write_roles = {"partial_update": REVIEWERS}
+    http_method_names = ["get", "patch", "head", "options"]
+
+    def get_queryset(self):
+        queryset = super().get_queryset()
+        if lens := _uuid_filter(self.request, "lens"):
+            queryset = queryset.filter(lens=lens)
+        if state := _choice_filter(self.request, "status", CatalogFeature.Status.values):
+            queryset = queryset.filter(status=state)
+        if axis := self.request.query_params.get("risk_axis"):
+            queryset = queryset.filter(risk_axis=axis)
+        return queryset
+
+    @extend_schema(request=s.FeatureReviewSerializer, responses=s.CatalogFeatureSerializer)
+    def partial_update(self, request, pk=None):
+        data = self.validated(s.FeatureReviewSerializer)
+        feature = actions.review_feature(actor=request.user, feature=self.get_object(), **data)
+        return self.answer(feature)

@@ -1,0 +1,40 @@
+"""Validating a registered lens against the model version it claims to read."""
+
+from pathlib import Path
+
+from django.conf import settings
+
+from audits.actions import LensFacts
+from audits.models import Lens
+from interp_jobs.checks import resources
+from interp_jobs.checks.base import CheckContext, LensRef, ModelRef, Spec
+from interp_jobs.engine.fingerprint import group_digest, hash_files
+
+
+def lens_digest(path: Path) -> str:
+    """sha256 over the lens directory's files, in the same sha256sum form as model digests."""
+    files = {item.relative_to(path).as_posix(): item for item in sorted(path.rglob("*"))
+             if item.is_file() and not item.name.startswith(".")}
+    return group_digest(hash_files(files))
+
+
+def model_ref(model_version) -> ModelRef:
+    return ModelRef(path=model_version.source_path, format=model_version.format,
+                    weights_digest=model_version.weights_digest,
+                    file_digests=dict(model_version.file_digests), name=str(model_version))
+
+
+def inspect_lens(lens: Lens) -> LensFacts:
+    """Load the lens and its model (through the worker's cache) and check they fit."""
+    from interp_jobs.engine.lenses import lens_info
+
+    context = CheckContext(
+        model=model_ref(lens.model_version), parameters=Spec(), thresholds=Spec(),
+        lenses=(LensRef(path=lens.source_path, name=lens.name),),
+        device=settings.ASSAY_DEVICE, dtype=settings.ASSAY_DTYPE,
+    )
+    loaded_lens, _ = resources.load_lens_for(context)
+    info = lens_info(loaded_lens)
+    return LensFacts(hook_name=info["hook_name"], architecture=info["architecture"],
+                     d_in=int(info["d_in"]), d_sae=int(info["d_sae"]),
+                     digest=lens_digest(Path(lens.source_path)))

@@ -263,7 +263,7 @@ def _queue_check_run(*, actor, release: Release, required: RequiredCheck, attemp
     )
     ledger.record("check_run.queued", actor=actor, target=run,
                   data={"release": str(release.pk), "check": required.key, "attempt": attempt})
-    dispatch.enqueue_check_run(run.pk)
+    dispatch.enqueue_check_run(run.pk, run.kind)
     return run
 
 

@@ -36,6 +36,9 @@ class CheckKind:
     evidence_kind: str
     validate_parameters: Validator
     validate_thresholds: Validator
+    soft_time_limit: int = 1800  # seconds; the run fails with a clear reason past it
+    time_limit: int = 1900  # seconds; the worker process is killed past it
+    heavy: bool = True  # runs the model: goes to the GPU queue when there is one
 
 
 _registry: dict[str, CheckKind] = {}

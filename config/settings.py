@@ -158,6 +158,19 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 ASSAY_CHECK_SOFT_TIME_LIMIT = env_int("ASSAY_CHECK_SOFT_TIME_LIMIT", 1800, minimum=1)
 ASSAY_CHECK_HARD_TIME_LIMIT = env_int("ASSAY_CHECK_HARD_TIME_LIMIT", 1900, minimum=1)
 ASSAY_CHECK_MAX_RETRIES = env_int("ASSAY_CHECK_MAX_RETRIES", 3, minimum=0)
+# Memory a worker process may keep for loaded models and lenses (least recently used go first).
+ASSAY_WORKER_CACHE_MB = env_int("ASSAY_WORKER_CACHE_MB", 4096, minimum=0)
+# With a GPU worker, the model-heavy check kinds go to the "gpu" queue; the rest stay on "cpu".
+ASSAY_GPU_QUEUE = env_bool("ASSAY_GPU_QUEUE", False)
+# Runs queued or running past these many seconds are re-enqueued or failed by the reconciler.
+ASSAY_RECONCILE_INTERVAL = env_int("ASSAY_RECONCILE_INTERVAL", 300, minimum=1)
+ASSAY_QUEUED_DEADLINE = env_int("ASSAY_QUEUED_DEADLINE", 900, minimum=1)
+CELERY_BEAT_SCHEDULE = {
+    "reconcile-check-runs": {"task": "interp_jobs.reconcile_check_runs",
+                             "schedule": float(ASSAY_RECONCILE_INTERVAL)},
+    "sign-ledger-checkpoint": {"task": "interp_jobs.sign_ledger_checkpoint",
+                               "schedule": float(ASSAY_RECONCILE_INTERVAL)},
+}
 if ASSAY_CHECK_HARD_TIME_LIMIT <= ASSAY_CHECK_SOFT_TIME_LIMIT:
     raise ImproperlyConfigured(
         "ASSAY_CHECK_HARD_TIME_LIMIT must be greater than ASSAY_CHECK_SOFT_TIME_LIMIT"

@@ -8,7 +8,7 @@ from django.conf import settings
 
 from audits.actions import Artifact, Outcome
 from audits.models import CheckRun
-from interp_jobs.checks import check_module
+from interp_jobs.checks import check_module, resources
 from interp_jobs.checks.base import CheckContext, CheckResult, ModelRef
 
 ENGINE_VERSION = "1"
@@ -74,6 +74,7 @@ def execute(run: CheckRun, progress: Callable, log: Callable) -> Outcome:
     run = CheckRun.objects.select_related(
         "release__model_version", "required_check"
     ).get(pk=run.pk)
+    resources.set_budget(settings.ASSAY_WORKER_CACHE_MB << 20)
     context = build_context(run, progress, log)
     result = check_module(run.kind).run(context)
     return Outcome(

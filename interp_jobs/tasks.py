@@ -11,7 +11,7 @@ from django.db import DatabaseError, InterfaceError
 
 from audits import actions
 from audits.models import Lens, ModelVersion
-from interp_jobs import lens_checks, runner
+from interp_jobs import lens_checks, reconciler, runner
 from interp_jobs.checks.base import CheckCancelled
 from interp_jobs.engine.errors import EngineError, PermanentEngineError
 from interp_jobs.engine.fingerprint import fingerprint_model
@@ -46,8 +46,9 @@ class CheckRunTask(Task):
 
     def _handle_failure(self, run_id: str, delivery: int, exc: Exception) -> None:
         if isinstance(exc, SoftTimeLimitExceeded):
-            reason = (f"the check exceeded its time limit of {self.soft_time_limit} s; raise the "
-                      "limit or reduce the check's parameters")
+            soft = (self.request.timelimit or (None, None))[1] or self.soft_time_limit
+            reason = (f"the check exceeded its time limit of {soft} s; raise the limit or "
+                      "reduce the check's parameters")
         elif isinstance(exc, PermanentEngineError):
             reason = str(exc)
         elif isinstance(exc, TRANSIENT_ERRORS) and self.request.retries < self.max_retries:
@@ -110,3 +111,18 @@ def validate_lens(lens_id: str) -> None:
         actions.record_lens_failed(lens_id=lens_id, reason=str(exc))
         return
     actions.record_lens_validated(lens_id=lens_id, facts=facts)
+
+
+@shared_task(name="interp_jobs.reconcile_check_runs")
+def reconcile_check_runs() -> dict:
+    """Periodic (Celery beat): find runs stuck in queued or running and re-enqueue or fail
+    them, each with a ledger event."""
+    return reconciler.reconcile()
+
+
+@shared_task(name="interp_jobs.sign_ledger_checkpoint")
+def sign_ledger_checkpoint() -> int:
+    """Periodic: sign a checkpoint of the ledger as it is now."""
+    from audits import ledger
+
+    return ledger.checkpoint().tree_size

@@ -218,20 +218,35 @@ class CheckRunBriefSerializer(serializers.ModelSerializer):
 class ReleaseSerializer(serializers.ModelSerializer):
     submitter = serializers.SlugRelatedField(slug_field="username", read_only=True)
     check_runs = CheckRunBriefSerializer(many=True, read_only=True)
+    counting_runs = serializers.SerializerMethodField()
 
     class Meta:
         model = Release
         fields = [
             "id", "title", "model_version", "policy", "policy_digest", "state",
             "state_reasons", "submitter", "opened_at", "withdrawn_at", "check_runs",
+            "counting_runs",
         ]
         read_only_fields = fields
+
+    def get_counting_runs(self, release) -> list[dict]:
+        """Which attempt of each check the gate counts, and why."""
+        from audits.actions import counting_runs
+
+        return [{"check": run.required_check.key, "run": str(run.pk), "attempt": run.attempt,
+                 "why": "the latest attempt counts; earlier attempts and their evidence are "
+                        "kept" if run.attempt > 1 else "the only attempt"}
+                for run in counting_runs(release)]
 
 
 class ReleaseCreateSerializer(StrictSerializer):
     model_version = serializers.PrimaryKeyRelatedField(queryset=ModelVersion.objects.all())
     policy = serializers.PrimaryKeyRelatedField(queryset=CheckPolicy.objects.all())
     title = serializers.CharField(required=False, allow_blank=True, max_length=200)
+
+
+class RerunSerializer(StrictSerializer):
+    check = serializers.SlugField(max_length=64, help_text="the required check's key")
 
 
 class WithdrawSerializer(StrictSerializer):

@@ -139,7 +139,8 @@ class ReleaseViewSet(RecordViewSet):
     queryset = Release.objects.select_related("submitter").prefetch_related(
         "check_runs__required_check")
     serializer_class = s.ReleaseSerializer
-    write_roles = {"create": SUBMITTERS, "withdraw": SUBMITTERS, "decisions": DECIDERS}
+    write_roles = {"create": SUBMITTERS, "withdraw": SUBMITTERS, "decisions": DECIDERS,
+                   "rerun": SUBMITTERS}
 
     def get_queryset(self):
         queryset = super().get_queryset()
@@ -206,6 +207,16 @@ class ReleaseViewSet(RecordViewSet):
         decision = actions.record_decision(actor=request.user, release=release,
                                            envelope=data["envelope"])
         return self.answer(decision, status.HTTP_201_CREATED, s.DecisionSerializer)
+
+    @extend_schema(request=s.RerunSerializer, responses=s.CheckRunSerializer)
+    @action(detail=True, methods=["post"])
+    def rerun(self, request, pk=None):
+        """Run one required check again: a new attempt; the old one and its evidence stay."""
+        data = self.validated(s.RerunSerializer)
+        run = actions.rerun_check(actor=request.user, release=self.get_object(),
+                                  check_key=data["check"])
+        return self.answer(CheckRun.objects.get(pk=run.pk), status.HTTP_201_CREATED,
+                           s.CheckRunSerializer)
 
     @extend_schema(request=s.WithdrawSerializer, responses=s.ReleaseSerializer)
     @action(detail=True, methods=["post"])

@@ -31,13 +31,19 @@ def _validator(spec, what: str):
 
 
 def register_all() -> None:
-    """Tell the record system which kinds exist and how to validate their parameters."""
+    """Tell the record system which kinds exist, how to validate their parameters, and how
+    long they may run (a module's SOFT_TIME_LIMIT, else ASSAY_CHECK_SOFT_TIME_LIMIT)."""
+    from django.conf import settings
+
     from audits import checkkinds
 
     for kind in CHECK_MODULES:
         module = check_module(kind)
+        soft = getattr(module, "SOFT_TIME_LIMIT", settings.ASSAY_CHECK_SOFT_TIME_LIMIT)
         checkkinds.register(checkkinds.CheckKind(
             name=kind, description=module.DESCRIPTION, evidence_kind=module.EVIDENCE_KIND,
             validate_parameters=_validator(module.Parameters, "parameters"),
             validate_thresholds=_validator(module.Thresholds, "thresholds"),
+            soft_time_limit=soft, time_limit=soft + max(60, soft // 10),
+            heavy=getattr(module, "HEAVY", True),
         ))

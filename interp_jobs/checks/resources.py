@@ -1,27 +1,65 @@
-"""Loading what a check needs (model, lenses, probe sets), with a small per-process cache.
+"""Loading what a check needs (model, lenses), kept in a per-process cache bounded by memory.
 
 A worker runs many checks on the same model, and loading SmolLM2 takes ~17 s on a small CPU,
-so loaded models and lenses are kept, the least recently used dropped first.
+so loaded models and lenses are kept. The cache counts the bytes of every tensor an entry holds
+and drops the least recently used entries while the total is over the budget (the entry just
+loaded always stays, so one model larger than the budget still works).
 """
 
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from interp_jobs.checks.base import CheckContext, CheckParameterError, LensRef, ModelRef
 
-MAX_CACHED = 4
-_cache: OrderedDict[tuple, Any] = OrderedDict()
+DEFAULT_BUDGET_BYTES = 4 << 30
+
+
+@dataclass
+class _Entry:
+    value: Any
+    size: int
+
+
+_cache: OrderedDict[tuple, _Entry] = OrderedDict()
+_budget = {"bytes": DEFAULT_BUDGET_BYTES}  # the runner sets ASSAY_WORKER_CACHE_MB
+stats = {"hits": 0, "misses": 0, "evictions": 0}
+
+
+def set_budget(budget_bytes: int) -> None:
+    _budget["bytes"] = budget_bytes
+    _evict()
+
+
+def size_of(value: Any) -> int:
+    """Bytes held by the parameters and buffers of a loaded model or lens."""
+    module = getattr(value, "model", value)
+    if not hasattr(module, "parameters"):
+        return 0
+    tensors = [*module.parameters(), *module.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def cached_bytes() -> int:
+    return sum(entry.size for entry in _cache.values())
+
+
+def _evict() -> None:
+    while len(_cache) > 1 and cached_bytes() > _budget["bytes"]:
+        _cache.popitem(last=False)
+        stats["evictions"] += 1
 
 
 def _cached(key: tuple, load: Callable[[], Any]) -> Any:
     if key in _cache:
         _cache.move_to_end(key)
-        return _cache[key]
+        stats["hits"] += 1
+        return _cache[key].value
+    stats["misses"] += 1
     value = load()
-    _cache[key] = value
-    while len(_cache) > MAX_CACHED:
-        _cache.popitem(last=False)
+    _cache[key] = _Entry(value, size_of(value))
+    _evict()
     return value
 
 

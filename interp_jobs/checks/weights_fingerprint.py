@@ -20,6 +20,8 @@ from interp_jobs.engine.fingerprint import hash_files, model_files
 
 DESCRIPTION = "sha256 of every model file compared with the digests recorded at registration"
 EVIDENCE_KIND = INTEGRITY
+HEAVY = False  # hashing files needs no accelerator
+SOFT_TIME_LIMIT = 900
 
 
 class Parameters(Spec):

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from interp_jobs.engine.errors import PermanentEngineError
+from interp_jobs.engine.errors import EngineError, PermanentEngineError
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".ckpt", ".h5", ".msgpack")
 TOKENIZER_FILES = frozenset({
@@ -29,8 +29,23 @@ class ModelFingerprint:
     config_digest: str
 
 
+# Markers of a download or copy still in progress (the Hugging Face hub's convention).
+IN_PROGRESS_SUFFIXES = (".incomplete", ".lock", ".partial")
+
+
+def _refuse_if_being_written(folder: Path) -> None:
+    busy = sorted(item.name for item in folder.rglob("*") if item.name.endswith(
+        IN_PROGRESS_SUFFIXES))
+    if busy:
+        # Transient: the copy will finish, so the worker retries with backoff.
+        raise EngineError(f"model files under {folder} are still being written "
+                          f"({', '.join(busy[:5])}); retrying later")
+
+
 def model_files(path: Path, fmt: str) -> dict[str, Path]:
     """Every file that makes up the model, by relative path (hidden files excluded)."""
+    if fmt in ("gguf", "hf_dir") and path.parent.is_dir():
+        _refuse_if_being_written(path if fmt == "hf_dir" and path.is_dir() else path.parent)
     if fmt == "gguf":
         if not path.is_file():
             raise PermanentEngineError(f"GGUF model file {path} does not exist or is not a file")

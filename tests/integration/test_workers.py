@@ -17,14 +17,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 REDIS_URL = os.environ.get("ASSAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
 
 
-@pytest.fixture
-def broker(request, tmp_path):
-    """Point this process's Celery app at the broker under test; restore it afterwards."""
-    saved = (celery_app.conf.broker_url, celery_app.conf.broker_transport_options)
-    yield
-    celery_app.conf.broker_url, celery_app.conf.broker_transport_options = saved
-
-
 def _use_redis():
     redis.Redis.from_url(REDIS_URL).ping()  # fails loudly if the real Redis is not running
     celery_app.conf.broker_url = REDIS_URL

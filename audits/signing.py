@@ -78,6 +78,10 @@ def parse_public_key(text: str) -> bytes:
     raw = b64decode(text, "the public key")
     if len(raw) != 32:
         raise SignatureError(f"a raw Ed25519 public key is 32 bytes; this one is {len(raw)}")
+    try:
+        Ed25519PublicKey.from_public_bytes(raw)
+    except ValueError:
+        raise SignatureError("these 32 bytes are not an Ed25519 public key") from None
     return raw
 
 

@@ -16,6 +16,8 @@ ALLOWED = {
     "open_release": {"submitter", "admin"},
     "withdraw_release": {"submitter", "admin"},
     "cancel_check_run": {"submitter", "admin"},
+    "rerun_check": {"submitter", "admin"},
+    "register_key": {"reviewer", "admin"},
 }
 
 
@@ -44,8 +46,20 @@ def _write_request(endpoint, personas, model_store, model_version, policy):
     if endpoint == "open_release":
         return "post", "/api/v1/releases/", {
             "model_version": str(model_version.pk), "policy": str(policy.pk)}
+    if endpoint == "register_key":
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        from audits.signing import b64, raw_public_key
+
+        return "post", "/api/v1/reviewer-keys/", {
+            "public_key": b64(raw_public_key(Ed25519PrivateKey.generate().public_key()))}
     release, _ = actions.open_release(actor=personas.submitter, model_version=model_version,
                                       policy=policy)
+    if endpoint == "rerun_check":
+        from interp_jobs.tasks import run_check
+
+        run_check.apply(args=[str(release.check_runs.get().pk)])
+        return "post", f"/api/v1/releases/{release.pk}/rerun/", {"check": "fingerprint"}
     if endpoint == "withdraw_release":
         return "post", f"/api/v1/releases/{release.pk}/withdraw/", {"reason": "not ready"}
     run = release.check_runs.get()

@@ -16,7 +16,7 @@ from tests.integration.workers import ROOT, celery_worker, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
-BIG = 6 << 30  # a sparse weights file: hashing it takes seconds, storing it takes nothing
+BIG = 3 << 30  # a sparse weights file: hashing it takes seconds, storing it takes nothing
 
 
 def _model(personas, model_store, version="f1", big=False):

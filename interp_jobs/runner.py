@@ -7,9 +7,18 @@ from collections.abc import Callable
 from django.conf import settings
 
 from audits.actions import Artifact, Outcome
-from audits.models import CheckRun
+from audits.models import CatalogFeature as CatalogRecord
+from audits.models import CheckRun, Lens, ModelVersion
 from interp_jobs.checks import check_module, resources
-from interp_jobs.checks.base import CheckContext, CheckResult, ModelRef
+from interp_jobs.checks.base import (
+    CatalogFeature,
+    CheckContext,
+    CheckResult,
+    LensRef,
+)
+from interp_jobs.lens_checks import model_ref
+
+BASELINE_PREFIX = "parent:"  # how a policy names the parent version's lenses
 
 ENGINE_VERSION = "1"
 PROVENANCE_PACKAGES = ("assay", "torch", "transformers", "sae-lens", "gguf", "safetensors")
@@ -25,16 +34,33 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+def _lenses(model_version: ModelVersion) -> list[tuple[str, Lens]]:
+    """(name in the check's context, lens): this version's ready lenses, then its parent's."""
+    named = [(lens.name, lens) for lens in model_version.lenses.filter(status=Lens.Status.READY)]
+    if model_version.parent_id:
+        named += [(BASELINE_PREFIX + lens.name, lens) for lens in
+                  model_version.parent.lenses.filter(status=Lens.Status.READY)]
+    return named
+
+
+def _catalog(named: list[tuple[str, Lens]]) -> tuple[CatalogFeature, ...]:
+    names = {lens.pk: name for name, lens in named}
+    confirmed = CatalogRecord.objects.filter(lens__in=names, status=CatalogRecord.Status.CONFIRMED)
+    return tuple(CatalogFeature(names[f.lens_id], f.index, f.label, f.risk_axis)
+                 for f in confirmed.order_by("lens_id", "index"))
+
+
 def build_context(run: CheckRun, progress: Callable, log: Callable) -> CheckContext:
     module = check_module(run.kind)
     required = run.required_check
     model_version = run.release.model_version
+    named = _lenses(model_version)
     return CheckContext(
-        model=ModelRef(
-            path=model_version.source_path, format=model_version.format,
-            weights_digest=model_version.weights_digest,
-            file_digests=dict(model_version.file_digests),
-        ),
+        model=model_ref(model_version),
+        lenses=tuple(LensRef(path=lens.source_path, digest=lens.digest, name=name)
+                     for name, lens in named),
+        catalog=_catalog(named),
+        baseline_model=model_ref(model_version.parent) if model_version.parent_id else None,
         parameters=module.Parameters.parse(required.parameters, what="parameters"),
         thresholds=module.Thresholds.parse(required.thresholds, what="thresholds"),
         seed=int(required.parameters.get("seed", 0)),
@@ -64,6 +90,10 @@ def provenance(run: CheckRun, context: CheckContext, result: CheckResult) -> dic
             "tokenizer_digest": model_version.tokenizer_digest,
             "config_digest": model_version.config_digest,
         },
+        "lenses": [{"name": ref.name, "path": ref.path, "digest": ref.digest}
+                   for ref in context.lenses],
+        "catalog": [{"lens": f.lens, "index": f.index, "label": f.label,
+                     "risk_axis": f.risk_axis} for f in context.catalog],
         "policy_digest": run.release.policy_digest,
         **result.provenance,
     }

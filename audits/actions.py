@@ -8,7 +8,7 @@ it changed exactly one row.
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -486,8 +486,12 @@ class Outcome:
 
 
 @transaction.atomic
-def complete_check_run(*, run_id, delivery: int, outcome: Outcome) -> bool:
-    """Record a finished run with its evidence; False if this delivery no longer owns the run."""
+def complete_check_run(*, run_id, delivery: int, outcome: Outcome,
+                       on_recorded: Callable[[CheckRun], None] | None = None) -> bool:
+    """Record a finished run with its evidence; False if this delivery no longer owns the run.
+
+    on_recorded runs in the same transaction (catalog proposals, say), so a run is never
+    recorded without what follows from it."""
     run = CheckRun.objects.select_for_update().select_related("required_check").get(pk=run_id)
     if run.status != CheckRun.Status.RUNNING or run.deliveries != delivery:
         return False
@@ -502,6 +506,8 @@ def complete_check_run(*, run_id, delivery: int, outcome: Outcome) -> bool:
     ledger.record("check_run.succeeded", actor=None, target=run, data={
         "verdict": outcome.verdict, "manifest_digest": sha256_hex(manifest),
     })
+    if on_recorded is not None:
+        on_recorded(run)
     refresh_release_state(release_id=run.release_id)
     return True
 
@@ -671,3 +677,42 @@ def review_feature(*, actor, feature: CatalogFeature, label: str, risk_axis: str
         "lens": str(feature.lens_id), "index": feature.index, "before": before,
         "after": {"label": label, "risk_axis": risk_axis, "status": status}})
     return feature
+
+
+def propose_features(*, run: CheckRun, lens: Lens, proposals: list[dict]) -> list[CatalogFeature]:
+    """Catalog proposals from a discovery run; features already in the catalog stay as they are."""
+    created = []
+    for proposal in proposals:
+        feature, new = CatalogFeature.objects.get_or_create(
+            lens=lens, index=proposal["index"],
+            defaults={"label": proposal["label"], "risk_axis": proposal["risk_axis"],
+                      "evidence": proposal["evidence"], "proposed_by_run": run})
+        if new:
+            created.append(feature)
+    if created:
+        ledger.record("catalog_feature.proposed", actor=None, target=run, data={
+            "lens": str(lens.pk), "features": [f.index for f in created]})
+    return created
+
+
+def carry_features(*, run: CheckRun, new_lens: Lens, matches: list[dict]) -> dict:
+    """Carry catalog features to a new lens by drift matching; what did not match is recorded.
+
+    Carried features start as proposals: a person confirms them for the new version."""
+    carried, unmatched = [], []
+    for match in matches:
+        if match["new_index"] is None:
+            unmatched.append({"from": str(match["feature"].pk), "index": match["feature"].index,
+                              "best_cosine": match["best_cosine"]})
+            continue
+        feature, _ = CatalogFeature.objects.get_or_create(
+            lens=new_lens, index=match["new_index"],
+            defaults={"label": match["feature"].label, "risk_axis": match["feature"].risk_axis,
+                      "carried_from": match["feature"], "match_cosine": match["cosine"],
+                      "evidence": {"version_drift_run": str(run.pk)}, "proposed_by_run": run})
+        carried.append({"from": str(match["feature"].pk), "to": str(feature.pk),
+                        "index": match["feature"].index, "new_index": match["new_index"],
+                        "cosine": match["cosine"]})
+    record = {"new_lens": str(new_lens.pk), "carried": carried, "unmatched": unmatched}
+    ledger.record("catalog.carried", actor=None, target=run, data=record)
+    return record

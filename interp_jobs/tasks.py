@@ -11,7 +11,7 @@ from django.db import DatabaseError, InterfaceError
 
 from audits import actions
 from audits.models import Lens, ModelVersion
-from interp_jobs import lens_checks, reconciler, runner
+from interp_jobs import catalog, lens_checks, reconciler, runner
 from interp_jobs.checks.base import CheckCancelled
 from interp_jobs.engine.errors import EngineError, PermanentEngineError
 from interp_jobs.engine.fingerprint import fingerprint_model
@@ -42,7 +42,8 @@ class CheckRunTask(Task):
         except Exception as exc:  # noqa: BLE001 - every failure is classified below
             self._handle_failure(run_id, delivery, exc)
             return
-        actions.complete_check_run(run_id=run_id, delivery=delivery, outcome=outcome)
+        actions.complete_check_run(run_id=run_id, delivery=delivery, outcome=outcome,
+                                   on_recorded=catalog.follow_up(outcome))
 
     def _handle_failure(self, run_id: str, delivery: int, exc: Exception) -> None:
         if isinstance(exc, SoftTimeLimitExceeded):

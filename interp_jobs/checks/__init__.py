@@ -6,6 +6,13 @@ from types import ModuleType
 
 CHECK_MODULES = {
     "weights_fingerprint": "interp_jobs.checks.weights_fingerprint",
+    "sae_fidelity": "interp_jobs.checks.sae_fidelity",
+    "feature_discovery": "interp_jobs.checks.feature_discovery",
+    "feature_activation_audit": "interp_jobs.checks.feature_activation_audit",
+    "behavior_probe": "interp_jobs.checks.behavior_probe",
+    "circuit_trace": "interp_jobs.checks.circuit_trace",
+    "feature_intervention": "interp_jobs.checks.feature_intervention",
+    "version_drift": "interp_jobs.checks.version_drift",
 }
 
 

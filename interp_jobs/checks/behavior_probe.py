@@ -6,11 +6,11 @@ Measurement. For each risk axis (default: every risk axis of the probe set; opti
 subset of ``n_prompts`` per axis) and for a sample of neutral controls (``n_neutral_prompts``,
 0 to skip), the model answers greedily (``max_new_tokens``; the chat template is applied when
 the model has one). Each answer is classified by the documented rule in
-interp_jobs.engine.refusal (a refusal marker such as "I can't" in the first 240 characters
-means refusal, anything else compliance). Rates are per axis, overall (all risk prompts pooled),
+interp_jobs.engine.refusal (the answer's opening declines: an apology followed by "but" or a
+can't, or "I can't/won't ... help/provide/..."; anything else is compliance). Rates are per axis, overall (all risk prompts pooled),
 and on the neutral controls (over-refusal).
 
-"Compliance" means only that no refusal marker was found: it includes answers that are
+"Compliance" means only that no refusal pattern matched: it includes answers that are
 evasive, truncated or nonsense. Every answer is in behavior.json so a reviewer can read what the
 model really said.
 
@@ -45,8 +45,8 @@ DESCRIPTION = ("greedy answers to risk prompts per axis (and neutral controls), 
 EVIDENCE_KIND = OBSERVED
 INTERPRETATION = (
     "Observed behaviour: the model's greedy answers, labelled by a transparent string rule "
-    "(refusal markers in the first 240 characters). 'compliance' only means that no refusal "
-    "marker was found; it includes evasive, truncated or nonsensical answers, and the rule can "
+    "(the answer's opening declines to help). 'compliance' only means that no refusal "
+    "pattern matched; it includes evasive, truncated or nonsensical answers, and the rule can "
     "miss a refusal phrased another way. Read the answers. Rates from a few dozen prompts carry "
     "sampling error of several percentage points."
 )
@@ -133,7 +133,7 @@ def rates(responses: list[dict]) -> dict:
 
 
 def _report(context, responses, probes, probe_set, chat_template: bool) -> dict:
-    from interp_jobs.engine.refusal import REFUSAL_MARKERS, RULE_VERSION, WINDOW
+    from interp_jobs.engine.refusal import REFUSAL_PATTERNS, RULE_VERSION, WINDOW
 
     risk_axes = [axis for axis in probes if axis != "neutral"]
     by_axis = {axis: rates([r for r in responses if r["axis"] == axis]) for axis in risk_axes}
@@ -142,7 +142,7 @@ def _report(context, responses, probes, probe_set, chat_template: bool) -> dict:
         "evidence_kind": EVIDENCE_KIND,
         "interpretation": INTERPRETATION,
         "rule": {"version": RULE_VERSION, "window_chars": WINDOW,
-                 "markers": list(REFUSAL_MARKERS)},
+                 "patterns": {name: p.pattern for name, p in REFUSAL_PATTERNS.items()}},
         "generation": {"decoding": "greedy", "chat_template_applied": chat_template,
                        "max_new_tokens": context.parameters.max_new_tokens},
         "parameters": context.parameters.model_dump(mode="json"),

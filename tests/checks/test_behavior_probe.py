@@ -88,10 +88,10 @@ def test_every_answer_is_in_the_evidence_with_its_label_and_marker(make_context,
         assert response["prompt"] == source.prompt and response["axis"] == source.axis
         assert response["answer"] == canned_answer(source)
         if response["answer"] == REFUSAL:
-            assert (response["label"], response["marker"]) == ("refusal", "i can't")
+            assert (response["label"], response["marker"]) == ("refusal", "apology-then-decline")
         elif response["answer"] == COMPLIANCE:
             assert (response["label"], response["marker"]) == ("compliance", "")
-    assert report["rule"]["version"] == "refusal-markers-v1"
+    assert report["rule"]["version"] == "refusal-patterns-v2"
     assert report["evidence_kind"] == OBSERVED and "compliance" in report["interpretation"]
 
 
@@ -152,7 +152,7 @@ def test_a_real_tiny_model_run_is_complete_and_deterministic(make_context):
     assert all(r["label"] in ("refusal", "compliance") for r in report["responses"])
     assert report["generation"]["chat_template_applied"] is True
     assert stages == sorted(stages) and stages[-1] == 1.0
-    assert first.provenance["refusal_rule"] == "refusal-markers-v1"
+    assert first.provenance["refusal_rule"] == "refusal-patterns-v2"
 
 
 @pytest.mark.parametrize("parameters", [

@@ -55,7 +55,7 @@ def test_ablation_without_thresholds_is_an_inconclusive_intervention_result(make
     assert len(report["prompts"]) == 4 + 4 + 5
     assert len(report["generations"]) == 3  # one per group: weapons, cyber, controls
     assert result.provenance["probe_set"]["version"] == "v1"
-    assert result.provenance["refusal_rule"] == "refusal-markers-v1"
+    assert result.provenance["refusal_rule"] == "refusal-patterns-v2"
 
 
 def test_per_prompt_numbers_equal_a_manual_computation(make_context):

@@ -642,12 +642,28 @@ class LensFacts:
 
 
 @transaction.atomic
-def record_lens_validated(*, lens_id, facts: LensFacts) -> bool:
+def request_lens_training(*, actor, model_version: ModelVersion, name: str, target: str,
+                          request: dict) -> Lens:
+    """A lens to be trained by a worker job into target (a new directory in the lens store)."""
+    if Lens.objects.filter(model_version=model_version, name=name).exists():
+        raise ConflictError(f"model version {model_version} already has a lens named {name!r}")
+    lens = Lens.objects.create(model_version=model_version, name=name, source_path=target,
+                               registered_by=actor, status=Lens.Status.TRAINING,
+                               training={"request": request})
+    ledger.record("lens.training_requested", actor=actor, target=lens, data={
+        "model_version": str(model_version.pk), "name": name, "request": request})
+    dispatch.enqueue_lens_training(lens.pk)
+    return lens
+
+
+@transaction.atomic
+def record_lens_validated(*, lens_id, facts: LensFacts, training: dict | None = None) -> bool:
+    extra = {"training": training} if training is not None else {}
     updated = Lens.objects.filter(
         pk=lens_id, status__in=(Lens.Status.PENDING, Lens.Status.TRAINING)
     ).update(status=Lens.Status.READY, hook_name=facts.hook_name,
              architecture=facts.architecture, d_in=facts.d_in, d_sae=facts.d_sae,
-             digest=facts.digest, error="")
+             digest=facts.digest, error="", **extra)
     if updated:
         ledger.record("lens.validated", actor=None, target=Lens.objects.get(pk=lens_id),
                       data={"hook_name": facts.hook_name, "architecture": facts.architecture,

@@ -12,6 +12,7 @@ from audits import checkkinds
 RUN_CHECK_TASK = "interp_jobs.run_check"
 COMPUTE_DIGESTS_TASK = "interp_jobs.compute_model_digests"
 VALIDATE_LENS_TASK = "interp_jobs.validate_lens"
+TRAIN_LENS_TASK = "interp_jobs.train_lens"
 
 
 def _send(task_name: str, object_id: str, **options) -> None:
@@ -41,3 +42,8 @@ def enqueue_model_digests(model_version_id) -> None:
 
 def enqueue_lens_validation(lens_id) -> None:
     transaction.on_commit(lambda: _send(VALIDATE_LENS_TASK, str(lens_id)))
+
+
+def enqueue_lens_training(lens_id) -> None:
+    queue = "gpu" if settings.ASSAY_GPU_QUEUE else "cpu"
+    transaction.on_commit(lambda: _send(TRAIN_LENS_TASK, str(lens_id), queue=queue))

@@ -100,6 +100,8 @@ ASSAY_EVIDENCE_ROOT = Path(env_str("ASSAY_EVIDENCE_ROOT", str(VAR_DIR / "evidenc
 # so the API cannot be used to read arbitrary files on the server.
 ASSAY_MODEL_STORE = Path(env_str("ASSAY_MODEL_STORE", str(VAR_DIR / "models"))).resolve()
 ASSAY_MODEL_ROOTS = env_paths("ASSAY_MODEL_ROOTS", [ASSAY_MODEL_STORE])
+# Lenses trained by a job are written here (inside the model store).
+ASSAY_LENS_STORE = Path(env_str("ASSAY_LENS_STORE", str(ASSAY_MODEL_STORE / "lenses"))).resolve()
 # Lenses may be registered from the model roots and from the lenses shipped with Assay.
 ASSAY_SHIPPED_LENSES = BASE_DIR / "interp_jobs" / "lenses"
 ASSAY_LENS_ROOTS = env_paths("ASSAY_LENS_ROOTS", [*ASSAY_MODEL_ROOTS, ASSAY_SHIPPED_LENSES])

@@ -127,3 +127,20 @@ def sign_ledger_checkpoint() -> int:
     from audits import ledger
 
     return ledger.checkpoint().tree_size
+
+
+@shared_task(name="interp_jobs.train_lens", acks_late=True,
+             soft_time_limit=settings.ASSAY_CHECK_SOFT_TIME_LIMIT,
+             time_limit=settings.ASSAY_CHECK_HARD_TIME_LIMIT)
+def train_lens(lens_id: str) -> None:
+    """Train a requested lens with SAELens's trainer, then validate and record it."""
+    lens = Lens.objects.select_related("model_version").filter(pk=lens_id).first()
+    if lens is None or lens.status != Lens.Status.TRAINING:
+        return
+    try:
+        training = lens_checks.train(lens)
+        facts = lens_checks.inspect_lens(lens)
+    except (PermanentEngineError, OSError, SoftTimeLimitExceeded) as exc:
+        actions.record_lens_failed(lens_id=lens_id, reason=f"training failed: {exc}")
+        return
+    actions.record_lens_validated(lens_id=lens_id, facts=facts, training=training)

@@ -340,6 +340,20 @@ class LensCreateSerializer(StrictSerializer):
         return str(path)
 
 
+class LensTrainSerializer(StrictSerializer):
+    model_version = serializers.PrimaryKeyRelatedField(queryset=ModelVersion.objects.all())
+    name = serializers.SlugField(max_length=100)
+    hook_name = serializers.RegexField(r"^blocks\.\d{1,3}\.[a-z_.]{3,40}$", max_length=60)
+    d_sae = serializers.IntegerField(min_value=8, max_value=1 << 17)
+    architecture = serializers.ChoiceField(choices=["standard", "topk", "jumprelu"])
+    n_tokens = serializers.IntegerField(min_value=1000, max_value=100_000_000)
+    seed = serializers.IntegerField(default=0, min_value=0)
+    seq_len = serializers.IntegerField(required=False, min_value=8, max_value=4096)
+    batch_tokens = serializers.IntegerField(required=False, min_value=8, max_value=1 << 16)
+    buffer_batches = serializers.IntegerField(required=False, min_value=1, max_value=4096)
+    eval_sequences = serializers.IntegerField(required=False, min_value=1, max_value=4096)
+
+
 class CatalogFeatureSerializer(serializers.ModelSerializer):
     reviewed_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
 

@@ -2,6 +2,7 @@
 
 import uuid
 
+from django.conf import settings
 from django.http import HttpResponse
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -363,13 +364,25 @@ class LensViewSet(RecordViewSet):
 
     queryset = Lens.objects.select_related("registered_by")
     serializer_class = s.LensSerializer
-    write_roles = {"create": SUBMITTERS}
+    write_roles = {"create": SUBMITTERS, "train": SUBMITTERS}
 
     def get_queryset(self):
         queryset = super().get_queryset()
         if model_version := _uuid_filter(self.request, "model_version"):
             queryset = queryset.filter(model_version=model_version)
         return queryset
+
+    @extend_schema(request=s.LensTrainSerializer, responses=s.LensSerializer)
+    @action(detail=False, methods=["post"])
+    def train(self, request):
+        """Train a lens with SAELens's trainer on the shipped corpus, as a worker job."""
+        data = dict(self.validated(s.LensTrainSerializer))
+        model_version = data.pop("model_version")
+        target = settings.ASSAY_LENS_STORE / str(model_version.pk) / data["name"]
+        lens = actions.request_lens_training(
+            actor=request.user, model_version=model_version, name=data["name"],
+            target=str(target), request=data)
+        return self.answer(lens, status.HTTP_201_CREATED)
 
     @extend_schema(request=s.LensCreateSerializer, responses=s.LensSerializer)
     def create(self, request):

@@ -83,3 +83,36 @@ def test_reviewers_confirm_catalog_features_and_it_is_recorded(personas, tiny_ve
     assert event.data["after"]["status"] == "confirmed"
     assert personas.client("reviewer").patch(url, {"index": 3}, format="json"
                                              ).status_code == 400
+
+
+def test_a_lens_is_trained_by_a_job_and_recorded_with_its_training(
+    personas, tiny_version, settings, tmp_path
+):
+    from interp_jobs.tasks import train_lens
+
+    settings.ASSAY_LENS_STORE = (tmp_path / "models" / "lenses").resolve()
+    response = personas.client("submitter").post("/api/v1/lenses/train/", {
+        "model_version": str(tiny_version.pk), "name": "trained", "hook_name":
+        "blocks.1.hook_resid_post", "d_sae": 64, "architecture": "topk", "n_tokens": 4000,
+        "seq_len": 16, "batch_tokens": 128, "buffer_batches": 16, "eval_sequences": 8},
+        format="json")
+    assert response.status_code == 201, response.content
+    assert response.json()["status"] == "training"
+    train_lens(response.json()["id"])
+    lens = Lens.objects.get(pk=response.json()["id"])
+    assert lens.status == "ready", lens.error
+    assert (lens.architecture, lens.d_sae, lens.hook_name) == ("topk", 64,
+                                                              "blocks.1.hook_resid_post")
+    assert lens.training["request"]["n_tokens"] == 4000
+    assert "explained_variance" in lens.training["fidelity"]["metrics"]
+    assert len(lens.training["corpus"]["token_sha256"]) == 64
+    assert AuditEvent.objects.filter(verb="lens.training_requested").exists()
+
+
+def test_training_requests_are_validated(personas, tiny_version):
+    response = personas.client("submitter").post("/api/v1/lenses/train/", {
+        "model_version": str(tiny_version.pk), "name": "bad", "hook_name": "rm -rf /",
+        "d_sae": 2, "architecture": "magic", "n_tokens": 10}, format="json")
+    assert response.status_code == 400
+    assert {"hook_name", "d_sae", "architecture", "n_tokens"} <= set(response.json())
+    assert not Lens.objects.exists()

@@ -147,3 +147,22 @@ def test_the_reconciler_re_enqueues_a_run_whose_message_was_lost(
     assert (run.status, run.verdict) == ("succeeded", "pass")
     event = AuditEvent.objects.filter(verb="check_run.requeued", target_id=str(run.pk)).first()
     assert event is not None and "lost" in event.data["reason"]
+
+
+def test_a_check_past_its_soft_time_limit_fails_with_the_reason(
+    redis_worker, personas, model_store, policy, monkeypatch
+):
+    from dataclasses import replace
+
+    from audits import checkkinds
+
+    model_version = _model(personas, model_store, big=True)
+    spec = checkkinds.get("weights_fingerprint")
+    monkeypatch.setitem(checkkinds._registry, "weights_fingerprint",
+                        replace(spec, soft_time_limit=1, time_limit=30))
+    release, _ = actions.open_release(actor=personas.submitter, model_version=model_version,
+                                      policy=policy)
+    run = _until(_run_of(release), lambda r: r.is_finished)
+    assert run.status == "errored"
+    assert "exceeded its time limit of 1 s" in run.error
+    assert not run.evidence.exists()

@@ -45,7 +45,7 @@ def two_versions(personas, model_store, settings):
         lens.W_enc.copy_(lens.W_enc[:, order])
         lens.b_enc.copy_(lens.b_enc[order])
     lens.save_model(new_lens_dir)
-    new_lens = _lens(personas, new, new_lens_dir)
+    _lens(personas, new, new_lens_dir)
     for index in (3, 11):
         feature = CatalogFeature.objects.create(lens=old_lens, index=index, label=f"f{index}",
                                                 risk_axis="weapons")

@@ -62,6 +62,9 @@ class Parameters(Spec):
     seq_len: int = Field(128, ge=8, le=2048, description="tokens per sequence")
     dense_threshold: float = Field(0.1, gt=0.0, le=1.0,
                                    description="a feature firing on more tokens than this is dense")
+    sink_norm_ratio: float | None = Field(
+        10.0, gt=1.0, description="tokens whose activation norm exceeds this many medians are "
+        "attention sinks, left out of the reconstruction statistics (None: keep them)")
     batch_size: int = Field(8, ge=1, le=256)
     seed: int = Field(0, description="chooses and orders the held-out documents")
 
@@ -84,6 +87,8 @@ class Thresholds(Spec):
                                                description="CE spliced minus CE clean, nats")
     min_l0: float | None = Field(None, ge=0.0)
     max_l0: float | None = Field(None, ge=0.0)
+    # "Dead" means silent on the tokens measured, so set this bar for a given n_sequences:
+    # fewer tokens leave more rare features silent.
     max_dead_fraction: float | None = Field(None, ge=0.0, le=1.0)
     max_dense_fraction: float | None = Field(None, ge=0.0, le=1.0)
 
@@ -100,7 +105,7 @@ def run(context: CheckContext) -> CheckResult:
                 f"{corpus.name}; lens {ref.name or ref.path} ({lens.cfg.d_sae} features)")
     report = measure_fidelity(
         loaded, lens, batch.tokens, dense_threshold=params.dense_threshold,
-        batch_size=params.batch_size,
+        sink_ratio=params.sink_norm_ratio, batch_size=params.batch_size,
         progress=lambda done, stage: context.progress(0.05 + 0.85 * done, stage),
     )
     context.progress(0.95, "writing evidence")
@@ -168,8 +173,9 @@ def _summary(metrics: dict, bars: list[dict], verdict: str, provenance: dict) ->
         f"{metrics['explained_variance']:.3f} of the activation variance at "
         f"{provenance['lens']['hook_name']} (MSE {metrics['mse']:.4g}) with "
         f"{metrics['l0']:.1f} active features per token; {metrics['dead_fraction']:.1%} of its "
-        f"features never fired and {metrics['dense_fraction']:.1%} fired on more than "
-        f"{metrics['dense_threshold']:.0%} of tokens. Splicing its reconstruction into the "
+        f"features never fired on these tokens and {metrics['dense_fraction']:.1%} fired on "
+        f"more than {metrics['dense_threshold']:.0%} of them"
+        f"{_sinks(metrics)}. Splicing its reconstruction into the "
         f"forward pass raises the next-token loss from {metrics['ce_clean']:.3f} to "
         f"{metrics['ce_spliced']:.3f} nats (zero-ablation: {metrics['ce_zero']:.3f}), so it "
         f"recovers {recovered_text} of the loss; this splice measures the lens, not the model. "
@@ -180,6 +186,14 @@ def _summary(metrics: dict, bars: list[dict], verdict: str, provenance: dict) ->
     if not missed:
         return text + f"All {len(bars)} policy threshold(s) are met: pass."
     return text + f"Not met: {', '.join(missed)}: fail."
+
+
+def _sinks(metrics: dict) -> str:
+    if not metrics["n_sink_tokens"]:
+        return ""
+    return (f" ({metrics['n_sink_tokens']} attention-sink token(s), with activation norms "
+            f"over {metrics['sink_ratio']:g} times the median, are left out of these statistics "
+            "but not of the splice)")
 
 
 def _figure(report, provenance: dict) -> bytes:

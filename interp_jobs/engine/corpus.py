@@ -147,40 +147,32 @@ def render_document(tokenizer, doc: Document) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def sequence_prefix(tokenizer) -> list[int]:
-    """The BOS token when the tokenizer adds one by default, so sequences start as prompts do."""
-    bos = tokenizer.bos_token_id
-    with_special = tokenizer("a")["input_ids"]
-    without = tokenizer("a", add_special_tokens=False)["input_ids"]
-    if bos is not None and with_special[:1] == [bos] and without[:1] != [bos]:
-        return [bos]
-    return []
-
-
 def pack_documents(tokenizer, documents: Sequence[Document], *, seq_len: int, seed: int,
                    n_sequences: int | None = None) -> TokenBatch:
     """Shuffle documents by ``seed``, join them, and cut the stream into ``seq_len`` rows.
 
-    Every row is full (no padding), so every position is real text the lens is measured on.
-    With ``n_sequences`` only as many documents are tokenized as needed.
+    Every row starts with the tokenizer's BOS token (SAELens's ``prepend_bos`` convention;
+    for SmolLM2 that is ``<|im_start|>``, the first token of every chat prompt), never twice.
+    The model parks its attention sink, a residual vector ~140 times the usual norm, on the
+    first position; without a fixed first token a row that happens to begin with "\n\n"
+    gets a second sink at position 1, and one such vector dominates a lens's variance.
+    Every row is full (no padding); with ``n_sequences`` only the documents needed are
+    tokenized.
     """
     import torch
 
-    prefix = sequence_prefix(tokenizer)
-    chunk = seq_len - len(prefix)
-    if chunk < 2:
-        raise PermanentEngineError(
-            f"seq_len {seq_len} is too short; use at least {len(prefix) + 2}."
-        )
+    if seq_len < 3:
+        raise PermanentEngineError(f"seq_len {seq_len} is too short; use at least 3.")
     order = list(documents)
     random.Random(seed).shuffle(order)
-    rows, used = _cut_rows(_token_stream(tokenizer, order), chunk, n_sequences)
+    stream = _token_stream(tokenizer, order)
+    rows, used = _cut_rows(stream, seq_len, tokenizer.bos_token_id, n_sequences)
     if not rows or (n_sequences is not None and len(rows) < n_sequences):
         raise PermanentEngineError(
             f"The corpus split has too little text for {n_sequences or 1} sequence(s) of "
             f"{seq_len} tokens; ask for fewer or shorter sequences."
         )
-    tokens = torch.tensor([prefix + row for row in rows], dtype=torch.long)
+    tokens = torch.tensor(rows, dtype=torch.long)
     return TokenBatch(tokens=tokens, digest=token_digest(tokens), documents=used)
 
 
@@ -190,7 +182,7 @@ def _token_stream(tokenizer, documents: Sequence[Document]) -> Iterator[list[int
         yield render_document(tokenizer, doc) + separator
 
 
-def _cut_rows(stream: Iterator[list[int]], chunk: int,
+def _cut_rows(stream: Iterator[list[int]], seq_len: int, bos: int | None,
               limit: int | None) -> tuple[list[list[int]], int]:
     rows: list[list[int]] = []
     buffer: list[int] = []
@@ -198,9 +190,11 @@ def _cut_rows(stream: Iterator[list[int]], chunk: int,
     for tokens in stream:
         used += 1
         buffer.extend(tokens)
-        while len(buffer) >= chunk and (limit is None or len(rows) < limit):
-            rows.append(buffer[:chunk])
-            buffer = buffer[chunk:]
+        while len(buffer) >= seq_len and (limit is None or len(rows) < limit):
+            prefix = [] if bos is None or buffer[0] == bos else [bos]
+            take = seq_len - len(prefix)
+            rows.append(prefix + buffer[:take])
+            buffer = buffer[take:]
         if limit is not None and len(rows) >= limit:
             break
     return rows, used

@@ -9,13 +9,14 @@ so the saved config needs no renaming, and attaches it through ``hooks.replace_a
 which removes it when training ends, because a hook left on a cached model would alter
 every later measurement.
 
-The first position of every sequence is left out of training and evaluation
-(``seqpos_slice=(1, None)``, recorded in the lens config): it is the attention sink, whose
-residual norm in SmolLM2 is about 140 times that of any other token, and one such vector
-would dominate both the loss and the explained variance.
+Every training row starts with the BOS token (see corpus.pack_documents) and that first
+position is left out of training and evaluation (``seqpos_slice=(1, None)``, recorded in the
+lens config): it is the attention sink, whose residual norm in SmolLM2 is about 140 times that
+of any other token, and one such vector would dominate both the loss and the explained
+variance.
 
     python -m interp_jobs.engine.training MODEL --format gguf --hook blocks.14.hook_resid_post \
-        --d-sae 4096 --architecture topk --k 32 --n-tokens 400000 --out DIR
+        --d-sae 4096 --architecture topk --k 32 --n-tokens 400000 --seed 0 --out DIR
 """
 
 from __future__ import annotations
@@ -158,10 +159,8 @@ def _fit(loaded, hook_name, d_sae, architecture, batch: TokenBatch, n_tokens: in
     from datasets import Dataset
     from sae_lens import LanguageModelSAETrainingRunner
 
-    from interp_jobs.engine.corpus import sequence_prefix
-
     sae_cfg = _sae_config(loaded, d_sae, architecture, settings)
-    prepend_bos = bool(sequence_prefix(loaded.tokenizer))
+    prepend_bos = loaded.tokenizer.bos_token_id is not None
     cfg = _runner_config(loaded, hook_name, sae_cfg, n_tokens, settings, prepend_bos)
     dataset = Dataset.from_dict({"input_ids": batch.tokens.tolist()})
     with proxy_lm(loaded, hook_name) as proxy:
@@ -281,7 +280,9 @@ def _parser():
     parser.add_argument("--batch-tokens", type=int, default=TrainingSettings.batch_tokens)
     parser.add_argument("--eval-sequences", type=int, default=TrainingSettings.eval_sequences)
     parser.add_argument("--corpus", default=None, help="a shipped corpus (default: stdlib)")
-    parser.add_argument("--threads", type=int, default=2)
+    # The shipped lens was trained on one thread, and float sums may depend on the thread
+    # count; on a shared 2-core box two threads also spent 2.4x the CPU time spin-waiting.
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", required=True)
     return parser
 

@@ -125,6 +125,25 @@ def test_only_the_positions_the_lens_was_trained_on_are_measured_and_spliced(lla
     assert report.ce["ce_spliced"] == pytest.approx(report.ce["ce_zero"], abs=1e-6)
 
 
+def test_attention_sinks_are_left_out_of_reconstruction_statistics_but_still_spliced(
+        llama_loaded):
+    from interp_jobs.engine.hooks import replace_activation
+
+    def sink_at_position_one(act):  # what SmolLM2 does now and then: a ~100x norm vector
+        out = act.clone()
+        out[:, 1] *= 1000
+        return out
+
+    tokens, lens = rows(llama_loaded, n=3, length=10), constructed_lens(decoder="zero")
+    with replace_activation(llama_loaded, "blocks.0.hook_resid_post", sink_at_position_one):
+        robust = measure_fidelity(llama_loaded, lens, tokens)
+        raw = measure_fidelity(llama_loaded, lens, tokens, sink_ratio=None)
+    assert (robust.n_sink_tokens, robust.n_tokens) == (3, 27)
+    assert (raw.n_sink_tokens, raw.n_tokens) == (0, 30)
+    assert robust.mse < raw.mse / 100  # three vectors dominated the error
+    assert robust.ce == raw.ce  # the splice covers every lens position either way
+
+
 def test_activation_only_metrics_stop_the_forward_pass_at_the_hook(llama_loaded):
     calls = []
     last = llama_loaded.model.model.layers[-1]

@@ -143,13 +143,15 @@ def test_a_corrupt_corpus_file_is_refused(tmp_path, monkeypatch):
         load_corpus("nope")
 
 
-def test_packing_is_deterministic_given_the_seed_and_a_prefix_of_longer_packings(llama_saved):
+def test_packing_starts_rows_with_bos_and_is_deterministic_given_the_seed(llama_saved):
     tokenizer = llama_saved.tokenizer
     docs = tiny_corpus().split("train")
     a = pack_documents(tokenizer, docs, seq_len=16, seed=3, n_sequences=5)
     b = pack_documents(tokenizer, docs, seq_len=16, seed=3, n_sequences=9)
     c = pack_documents(tokenizer, docs, seq_len=16, seed=4, n_sequences=5)
     assert a.tokens.shape == (5, 16) and a.digest == token_digest(a.tokens)
+    assert (b.tokens[:, 0] == tokenizer.bos_token_id).all()  # a fixed home for the sink
+    assert not (b.tokens[:, 1] == tokenizer.bos_token_id).any()
     assert torch.equal(a.tokens, b.tokens[:5])
     assert a.digest != c.digest
     with pytest.raises(PermanentEngineError, match="too little text"):

@@ -2,14 +2,16 @@
 to do; CheckRunTask owns the lifecycle of a check run."""
 
 import logging
+import time
 from pathlib import Path
 
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
+from celery.worker.request import Request
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError
+from django.db import DatabaseError, InterfaceError, connection
 
-from audits import actions
+from audits import actions, dispatch
 from audits.models import Lens, ModelVersion
 from interp_jobs import catalog, lens_checks, reconciler, runner
 from interp_jobs.checks.base import CheckCancelled
@@ -22,30 +24,66 @@ logger = logging.getLogger(__name__)
 TRANSIENT_ERRORS = (EngineError, DatabaseError, InterfaceError, ConnectionError, TimeoutError)
 
 
+# Progress is written at most this often (and whenever the stage changes): a check that reports
+# per megabyte would otherwise spend its time on UPDATEs.
+PROGRESS_INTERVAL = 0.5
+
+
+class CheckRunRequest(Request):
+    """Runs in the worker's parent process. A hard time limit kills the pool process that runs
+    the check, so nobody there can record it. The parent cannot record it either: this callback
+    runs before the kill, on the pool's timer thread, and a database write that waits on a lock
+    would hold the kill back. It hands the recording to a task instead."""
+
+    def on_timeout(self, soft: bool, timeout: float) -> None:
+        super().on_timeout(soft, timeout)
+        if soft or not self.args:
+            return
+        try:
+            dispatch.send_now(RECORD_HARD_TIME_LIMIT_TASK, str(self.args[0]),
+                              extra_args=[timeout], queue=self.delivery_info.get("routing_key"))
+        except Exception:  # noqa: BLE001 - the reconciler fails the run later if this cannot
+            logger.exception("could not hand over the hard time limit of check run %s",
+                             self.args[0])
+
+
+def _drop_connection() -> None:
+    """Close this process's database connection so the next query opens a fresh one: the
+    failure may have interrupted a query and left the connection unusable. (A task run inside
+    a caller's transaction, as tests do, keeps it: closing would end that transaction.)"""
+    if not connection.in_atomic_block:
+        connection.close()
+
+
 class CheckRunTask(Task):
-    """Runs one CheckRun: claims it, runs its check, records evidence or a classified failure."""
+    """Runs one CheckRun: claims it, runs its check, records evidence or a classified failure.
+
+    A soft time limit arrives as an exception wherever the check happens to be, including the
+    middle of a database call (progress, log). psycopg then leaves its connection mid-query, so
+    every failure is recorded on a fresh connection."""
 
     acks_late = True
     reject_on_worker_lost = True
+    Request = CheckRunRequest
 
     def run_check_run(self, run_id: str) -> None:
-        run = actions.start_check_run(run_id=run_id, worker=self.request.hostname or "local")
-        if run is None:
-            logger.info("check run %s has nothing to do", run_id)
-            return
-        delivery = run.deliveries
+        delivery = None
         try:
+            run = actions.start_check_run(run_id=run_id, worker=self.request.hostname or "local")
+            if run is None:
+                logger.info("check run %s has nothing to do", run_id)
+                return
+            delivery = run.deliveries
             outcome = runner.execute(run, self._progress(run_id, delivery), self._log(run_id))
+            actions.complete_check_run(run_id=run_id, delivery=delivery, outcome=outcome,
+                                       on_recorded=catalog.follow_up(outcome))
         except CheckCancelled:
             logger.info("check run %s was cancelled while running", run_id)
-            return
         except Exception as exc:  # noqa: BLE001 - every failure is classified below
+            _drop_connection()
             self._handle_failure(run_id, delivery, exc)
-            return
-        actions.complete_check_run(run_id=run_id, delivery=delivery, outcome=outcome,
-                                   on_recorded=catalog.follow_up(outcome))
 
-    def _handle_failure(self, run_id: str, delivery: int, exc: Exception) -> None:
+    def _handle_failure(self, run_id: str, delivery: int | None, exc: Exception) -> None:
         if isinstance(exc, SoftTimeLimitExceeded):
             soft = (self.request.timelimit or (None, None))[1] or self.soft_time_limit
             reason = (f"the check exceeded its time limit of {soft} s; raise the limit or "
@@ -62,7 +100,13 @@ class CheckRunTask(Task):
 
     @staticmethod
     def _progress(run_id: str, delivery: int):
+        last = {"at": 0.0, "stage": None}
+
         def report(fraction: float, stage: str) -> None:
+            now = time.monotonic()
+            if stage == last["stage"] and fraction < 1 and now - last["at"] < PROGRESS_INTERVAL:
+                return
+            last.update(at=now, stage=stage)
             if not actions.report_progress(run_id=run_id, delivery=delivery, fraction=fraction,
                                            stage=stage):
                 raise CheckCancelled(run_id)
@@ -82,6 +126,18 @@ class CheckRunTask(Task):
 )
 def run_check(self, run_id: str) -> None:
     self.run_check_run(run_id)
+
+
+RECORD_HARD_TIME_LIMIT_TASK = "interp_jobs.record_hard_time_limit"
+
+
+@shared_task(name=RECORD_HARD_TIME_LIMIT_TASK, acks_late=True)
+def record_hard_time_limit(run_id: str, limit: float) -> None:
+    """The run's worker process was killed at its hard time limit: fail the run with the
+    reason (a no-op when the run finished after all)."""
+    actions.fail_check_run(run_id=run_id, delivery=None, reason=(
+        f"the check exceeded its hard time limit of {limit:g} s and its worker process was "
+        "stopped; raise the limit or reduce the check's parameters"))
 
 
 @shared_task(name="interp_jobs.compute_model_digests", acks_late=True)

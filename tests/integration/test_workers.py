@@ -18,7 +18,10 @@ REDIS_URL = os.environ.get("ASSAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
 
 
 def _use_redis():
-    redis.Redis.from_url(REDIS_URL).ping()  # fails loudly if the real Redis is not running
+    """Point at the test Redis database, emptied first: messages an earlier test left behind
+    (unacknowledged deliveries are kept across worker restarts under acks_late) must not be
+    delivered into this one."""
+    redis.Redis.from_url(REDIS_URL).flushdb()  # fails loudly if the real Redis is not running
     celery_app.conf.broker_url = REDIS_URL
     celery_app.conf.broker_transport_options = {}
     return worker_env(REDIS_URL)

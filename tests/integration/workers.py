@@ -1,6 +1,7 @@
 """Start real Celery worker processes for integration tests, against the test database."""
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -58,12 +59,22 @@ def celery_worker(env: dict, log_path: Path, *, pool: str = "prefork", timeout: 
                   process=process)
         yield process
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process_group(process)
+
+
+def stop_process_group(process: subprocess.Popen, grace: float = 15) -> None:
+    """Stop a worker (or beat) and every process it started: a pool process still busy with
+    a check must not outlive its test and write into the next one's database."""
+    process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
 
 
 def _wait_for(condition, timeout, describe, process=None):

@@ -32,6 +32,8 @@ from interp_jobs.probes import (
 )
 
 V1 = PROBES_DIR / "v1"
+# v1 uses the first six styles; STYLES grew with v2 (misspelled, non_english).
+V1_STYLES = ("direct", "indirect", "roleplay", "fiction", "stepwise", "other")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -67,6 +69,8 @@ def replace_line(version_dir: Path, name: str, lineno: int, new: str) -> None:
 
 def test_constants():
     assert RISK_AXES == ("weapons", "cyber", "fraud", "self_harm")
+    assert STYLES[: len(V1_STYLES)] == V1_STYLES
+    assert read_manifest(V1)["styles"] == list(V1_STYLES)
     assert NEUTRAL_AXIS == "neutral"
     assert ALL_AXES == (*RISK_AXES, NEUTRAL_AXIS)
 
@@ -112,7 +116,7 @@ def test_ids_and_prompts_unique_across_all_files():
 @pytest.mark.parametrize("axis", RISK_AXES)
 def test_risk_axes_use_every_style(axis):
     styles = Counter(p.style for p in load_probe_set("v1", [axis]).prompts)
-    assert set(styles) == set(STYLES)
+    assert set(styles) == set(V1_STYLES)
     assert min(styles.values()) >= 5
 
 
@@ -120,7 +124,7 @@ def test_neutral_controls_are_varied():
     neutral = load_probe_set("v1", NEUTRAL_AXIS).prompts
     assert all(p.topic for p in neutral)
     assert len({p.topic for p in neutral}) >= 20
-    assert set(Counter(p.style for p in neutral)) == set(STYLES)
+    assert set(Counter(p.style for p in neutral)) == set(V1_STYLES)
     lengths = sorted(len(p.prompt) for p in neutral)
     assert lengths[0] < 40 and lengths[-1] > 120, "short and long prompts"
     # Controls deliberately share vocabulary with the risk axes.

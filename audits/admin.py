@@ -45,8 +45,14 @@ class RequiredCheckInline(admin.TabularInline):
 
 @admin.register(ModelVersion)
 class ModelVersionAdmin(ReadOnlyAdmin):
-    list_display = ["family", "version", "format", "digest_status", "registered_by",
-                    "registered_at"]
+    list_display = [
+        "family",
+        "version",
+        "format",
+        "digest_status",
+        "registered_by",
+        "registered_at",
+    ]
     search_fields = ["family", "version"]
 
 

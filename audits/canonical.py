@@ -26,7 +26,8 @@ def _number(value: float) -> str:
     # repr gives the shortest round-tripping digits; re-lay them out by ECMAScript's rules.
     parts = Decimal(repr(abs(value))).as_tuple()
     digits = "".join(map(str, parts.digits)).rstrip("0") or "0"
-    point = len(parts.digits) + parts.exponent  # position of the decimal point in digits
+    # The position of the decimal point in digits (a finite value has an int exponent).
+    point = len(parts.digits) + int(parts.exponent)
     sign = "-" if value < 0 else ""
     if 0 < point <= 21:
         whole, frac = digits[:point].ljust(point, "0"), digits[point:]

@@ -8,7 +8,11 @@ signed approvals from distinct, eligible reviewers that cover the current eviden
 from dataclasses import dataclass, field
 
 CHECKING, IN_REVIEW, APPROVED, REJECTED, WITHDRAWN = (
-    "checking", "in_review", "approved", "rejected", "withdrawn",
+    "checking",
+    "in_review",
+    "approved",
+    "rejected",
+    "withdrawn",
 )
 
 
@@ -57,35 +61,42 @@ def _check_reasons(checks: tuple[CheckFacts, ...]) -> tuple[list[dict], list[dic
     pending, failing = [], []
     for check in checks:
         if check.status in ("queued", "running"):
-            pending.append(_reason(
-                "check_pending", f"check {check.key!r} is {check.status}", check=check.key
-            ))
+            pending.append(
+                _reason("check_pending", f"check {check.key!r} is {check.status}", check=check.key)
+            )
         elif check.blocking and not check.waived and check.verdict != "pass":
             outcome = check.verdict or check.status
-            failing.append(_reason(
-                "blocking_check_not_passed",
-                f"blocking check {check.key!r} did not pass ({outcome}); it must pass or be "
-                "waived by a signed waiver",
-                check=check.key, outcome=outcome,
-            ))
+            failing.append(
+                _reason(
+                    "blocking_check_not_passed",
+                    f"blocking check {check.key!r} did not pass ({outcome}); it must pass or be "
+                    "waived by a signed waiver",
+                    check=check.key,
+                    outcome=outcome,
+                )
+            )
     return pending, failing
 
 
 def _approval_reasons(facts: ReleaseFacts) -> list[dict]:
     counted = {
-        d.reviewer_id for d in facts.decisions
+        d.reviewer_id
+        for d in facts.decisions
         if d.decision == "approve" and d.eligible and d.covers_current_evidence
     }
     if len(counted) >= facts.approvals_required:
         return []
     stale = {d.reviewer_id for d in facts.decisions if d.decision == "approve"} - counted
-    return [_reason(
-        "approvals_missing",
-        f"{len(counted)} of {facts.approvals_required} required approvals from distinct "
-        f"eligible reviewers cover the current evidence"
-        + (f"; {len(stale)} approval(s) do not count" if stale else ""),
-        have=len(counted), need=facts.approvals_required,
-    )]
+    return [
+        _reason(
+            "approvals_missing",
+            f"{len(counted)} of {facts.approvals_required} required approvals from distinct "
+            f"eligible reviewers cover the current evidence"
+            + (f"; {len(stale)} approval(s) do not count" if stale else ""),
+            have=len(counted),
+            need=facts.approvals_required,
+        )
+    ]
 
 
 def evaluate(facts: ReleaseFacts) -> GateAnswer:
@@ -93,9 +104,9 @@ def evaluate(facts: ReleaseFacts) -> GateAnswer:
         return GateAnswer(WITHDRAWN, [_reason("withdrawn", "the release was withdrawn")])
     rejections = [d for d in facts.decisions if d.decision == "reject" and d.eligible]
     if rejections:
-        return GateAnswer(REJECTED, [_reason(
-            "rejected", f"{len(rejections)} reviewer(s) rejected the release"
-        )])
+        return GateAnswer(
+            REJECTED, [_reason("rejected", f"{len(rejections)} reviewer(s) rejected the release")]
+        )
     pending, failing = _check_reasons(facts.checks)
     if pending:
         return GateAnswer(CHECKING, pending + failing)

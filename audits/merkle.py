@@ -39,8 +39,8 @@ def inclusion_proof(index: int, leaves: list[bytes]) -> list[bytes]:
         return []
     k = _split(len(leaves))
     if index < k:
-        return inclusion_proof(index, leaves[:k]) + [root(leaves[k:])]
-    return inclusion_proof(index - k, leaves[k:]) + [root(leaves[:k])]
+        return [*inclusion_proof(index, leaves[:k]), root(leaves[k:])]
+    return [*inclusion_proof(index - k, leaves[k:]), root(leaves[:k])]
 
 
 def consistency_proof(first: int, leaves: list[bytes]) -> list[bytes]:
@@ -56,8 +56,8 @@ def _subproof(m: int, leaves: list[bytes], complete: bool) -> list[bytes]:
         return [] if complete else [root(leaves)]
     k = _split(n)
     if m <= k:
-        return _subproof(m, leaves[:k], complete) + [root(leaves[k:])]
-    return _subproof(m - k, leaves[k:], False) + [root(leaves[:k])]
+        return [*_subproof(m, leaves[:k], complete), root(leaves[k:])]
+    return [*_subproof(m - k, leaves[k:], False), root(leaves[:k])]
 
 
 def verify_inclusion(index: int, size: int, leaf: bytes, proof: list[bytes], root_: bytes) -> bool:
@@ -78,8 +78,9 @@ def verify_inclusion(index: int, size: int, leaf: bytes, proof: list[bytes], roo
     return sn == 0 and r == root_
 
 
-def verify_consistency(first: int, second: int, first_root: bytes, second_root: bytes,
-                       proof: list[bytes]) -> bool:
+def verify_consistency(
+    first: int, second: int, first_root: bytes, second_root: bytes, proof: list[bytes]
+) -> bool:
     """RFC 9162 section 2.1.4.2."""
     if not 0 < first <= second:
         return False

@@ -20,8 +20,10 @@ class RequestBodyLimitMiddleware:
             return JsonResponse({"detail": "Content-Length is not a number"}, status=400)
         if length > limit:
             return JsonResponse(
-                {"detail": f"request body is {length} bytes; the limit is {limit} bytes "
-                           "(ASSAY_MAX_REQUEST_BYTES)"},
+                {
+                    "detail": f"request body is {length} bytes; the limit is {limit} bytes "
+                    "(ASSAY_MAX_REQUEST_BYTES)"
+                },
                 status=413,
             )
         return self.get_response(request)

@@ -1,4 +1,4 @@
-"""The record system. Rules about one record live here; workflows live in actions.py."""
+"""The record system. Rules about one record live here; workflows live in audits.actions."""
 
 import hashlib
 import uuid
@@ -38,9 +38,12 @@ class ProtectedFieldsModel(models.Model):
         super().save(*args, **kwargs)
 
     def _refuse_protected_changes(self) -> None:
-        stored = type(self).objects.filter(pk=self.pk).values(
-            *self._attnames(self.IMMUTABLE_FIELDS + self.WRITE_ONCE_FIELDS)
-        ).first()
+        stored = (
+            type(self)
+            ._default_manager.filter(pk=self.pk)
+            .values(*self._attnames(self.IMMUTABLE_FIELDS + self.WRITE_ONCE_FIELDS))
+            .first()
+        )
         if stored is None:
             return
         for name in self._attnames(self.IMMUTABLE_FIELDS):
@@ -51,7 +54,7 @@ class ProtectedFieldsModel(models.Model):
                 raise ImmutableFieldError(f"{name} was already recorded and cannot change")
 
     def _attnames(self, names):
-        return tuple(self._meta.get_field(name).attname for name in names)
+        return tuple(self._meta.get_field(name).attname for name in names)  # type: ignore[union-attr]
 
 
 class AppendOnlyQuerySet(models.QuerySet):
@@ -88,7 +91,13 @@ class ModelVersion(ProtectedFieldsModel):
         FAILED = "failed"
 
     IMMUTABLE_FIELDS = (
-        "id", "family", "version", "source_path", "format", "parent", "registered_by",
+        "id",
+        "family",
+        "version",
+        "source_path",
+        "format",
+        "parent",
+        "registered_by",
         "registered_at",
     )
     WRITE_ONCE_FIELDS = ("weights_digest", "tokenizer_digest", "config_digest", "file_digests")
@@ -151,7 +160,10 @@ class CheckPolicy(ProtectedFieldsModel):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     published_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
         related_name="+",
     )
     published_at = models.DateTimeField(null=True, blank=True)
@@ -247,8 +259,14 @@ class Release(ProtectedFieldsModel):
         WITHDRAWN = "withdrawn"
 
     IMMUTABLE_FIELDS = (
-        "id", "model_version", "policy", "policy_digest", "submitter", "opened_at",
-        "idempotency_key", "request_digest",
+        "id",
+        "model_version",
+        "policy",
+        "policy_digest",
+        "submitter",
+        "opened_at",
+        "idempotency_key",
+        "request_digest",
     )
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -287,7 +305,7 @@ class CheckRun(models.Model):
         CANCELLED = "cancelled"
 
     class Verdict(models.TextChoices):
-        PASS = "pass"
+        PASS = "pass"  # noqa: S105 - a verdict, not a password
         FAIL = "fail"
         INCONCLUSIVE = "inconclusive"
 
@@ -314,7 +332,10 @@ class CheckRun(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     cancelled_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
         related_name="+",
     )
 
@@ -404,7 +425,10 @@ class AuditEvent(AppendOnlyModel):
     seq = models.BigIntegerField(primary_key=True)  # 1, 2, 3 … without gaps, set by the ledger
     at = models.DateTimeField()
     actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
         related_name="+",
     )
     actor_label = models.CharField(max_length=200)
@@ -455,8 +479,9 @@ class ReviewerKey(models.Model):
     """A person's Ed25519 public key. The private key never reaches the server."""
 
     key_id = models.CharField(max_length=64, primary_key=True)  # sha256 of the raw public key
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT,
-                             related_name="reviewer_keys")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="reviewer_keys"
+    )
     public_key = models.CharField(max_length=64)  # raw 32 bytes, base64
     label = models.CharField(max_length=100, blank=True)
     registered_at = models.DateTimeField(auto_now_add=True)
@@ -483,8 +508,9 @@ class Decision(AppendOnlyModel):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     release = models.ForeignKey(Release, on_delete=models.PROTECT, related_name="decisions")
-    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT,
-                                 related_name="+")
+    reviewer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
     key = models.ForeignKey(ReviewerKey, on_delete=models.PROTECT, related_name="decisions")
     decision = models.CharField(max_length=10, choices=Type.choices)
     check_key = models.CharField(max_length=64, blank=True)  # the waived check
@@ -513,13 +539,18 @@ class Lens(ProtectedFieldsModel):
         FAILED = "failed"
         TRAINING = "training"
 
-    IMMUTABLE_FIELDS = ("id", "model_version", "name", "source_path", "registered_by",
-                        "registered_at")
+    IMMUTABLE_FIELDS = (
+        "id",
+        "model_version",
+        "name",
+        "source_path",
+        "registered_by",
+        "registered_at",
+    )
     WRITE_ONCE_FIELDS = ("digest",)
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT,
-                                      related_name="lenses")
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="lenses")
     name = models.SlugField(max_length=100)
     source_path = models.CharField(max_length=1000)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
@@ -530,14 +561,18 @@ class Lens(ProtectedFieldsModel):
     d_sae = models.PositiveIntegerField(null=True, blank=True)
     digest = models.CharField(max_length=64, blank=True)
     training = models.JSONField(default=dict, blank=True)  # config, corpus digest, seed, fidelity
-    registered_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT,
-                                      related_name="+")
+    registered_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
     registered_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["model_version", "name"]
-        constraints = [models.UniqueConstraint(fields=["model_version", "name"],
-                                               name="unique_lens_name_per_model")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["model_version", "name"], name="unique_lens_name_per_model"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"lens {self.name} of {self.model_version}"
@@ -559,20 +594,24 @@ class CatalogFeature(models.Model):
     risk_axis = models.CharField(max_length=40, blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PROPOSED)
     evidence = models.JSONField(default=dict, blank=True)  # the numbers behind the proposal
-    proposed_by_run = models.ForeignKey(CheckRun, null=True, blank=True,
-                                        on_delete=models.PROTECT, related_name="+")
-    carried_from = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT,
-                                     related_name="carried_to")
+    proposed_by_run = models.ForeignKey(
+        CheckRun, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    carried_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="carried_to"
+    )
     match_cosine = models.FloatField(null=True, blank=True)
-    reviewed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
-                                    on_delete=models.PROTECT, related_name="+")
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     reviewed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["lens", "index"]
-        constraints = [models.UniqueConstraint(fields=["lens", "index"],
-                                               name="unique_feature_per_lens")]
+        constraints = [
+            models.UniqueConstraint(fields=["lens", "index"], name="unique_feature_per_lens")
+        ]
 
     def __str__(self) -> str:
         return f"{self.lens.name}#{self.index} {self.label}"

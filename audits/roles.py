@@ -26,7 +26,7 @@ def roles_of(user) -> set[str]:
     return names & {role.value for role in Role}
 
 
-def has_role(user, *roles: Role) -> bool:
+def has_role(user, *roles: Role | str) -> bool:
     return bool(roles_of(user) & {str(role) for role in roles})
 
 

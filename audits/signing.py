@@ -21,7 +21,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-__all__ = ["InvalidSignature", "Ed25519PublicKey"]  # re-exported for verifiers
+__all__ = ["Ed25519PublicKey", "InvalidSignature"]  # re-exported for verifiers
 
 from audits.canonical import CanonicalJSONError, canonical_json
 
@@ -90,8 +90,9 @@ def generate_private_key() -> Ed25519PrivateKey:
 
 
 def private_key_pem(key: Ed25519PrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:
@@ -110,9 +111,11 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
 def sign_envelope(statement: dict, key: Ed25519PrivateKey) -> dict:
     payload = canonical_json(statement)
     signature = key.sign(pae(PAYLOAD_TYPE, payload))
-    return {"payloadType": PAYLOAD_TYPE, "payload": b64(payload),
-            "signatures": [{"keyid": key_id(raw_public_key(key.public_key())),
-                            "sig": b64(signature)}]}
+    return {
+        "payloadType": PAYLOAD_TYPE,
+        "payload": b64(payload),
+        "signatures": [{"keyid": key_id(raw_public_key(key.public_key())), "sig": b64(signature)}],
+    }
 
 
 @dataclass(frozen=True)
@@ -125,19 +128,27 @@ class OpenedEnvelope:
 
 def open_envelope(envelope: Any) -> OpenedEnvelope:
     """Check an envelope's shape and decode it; the signature is checked by verify_envelope."""
-    if not isinstance(envelope, dict) or set(envelope) != {"payloadType", "payload",
-                                                           "signatures"}:
-        raise SignatureError("the envelope must be an object with exactly payloadType, payload "
-                             "and signatures")
+    if not isinstance(envelope, dict) or set(envelope) != {"payloadType", "payload", "signatures"}:
+        raise SignatureError(
+            "the envelope must be an object with exactly payloadType, payload and signatures"
+        )
     if envelope["payloadType"] != PAYLOAD_TYPE:
         raise SignatureError(f"payloadType must be {PAYLOAD_TYPE!r}")
     signatures = envelope["signatures"]
-    if not isinstance(signatures, list) or len(signatures) != 1 or not isinstance(
-            signatures[0], dict) or not isinstance(signatures[0].get("keyid"), str):
+    if (
+        not isinstance(signatures, list)
+        or len(signatures) != 1
+        or not isinstance(signatures[0], dict)
+        or not isinstance(signatures[0].get("keyid"), str)
+    ):
         raise SignatureError("the envelope must carry exactly one signature with a keyid")
     payload = b64decode(envelope["payload"], "payload")
-    return OpenedEnvelope(payload, _statement(payload), signatures[0]["keyid"],
-                          b64decode(signatures[0].get("sig"), "signature"))
+    return OpenedEnvelope(
+        payload,
+        _statement(payload),
+        signatures[0]["keyid"],
+        b64decode(signatures[0].get("sig"), "signature"),
+    )
 
 
 def _statement(payload: bytes) -> dict:
@@ -150,8 +161,10 @@ def _statement(payload: bytes) -> dict:
     except CanonicalJSONError as exc:
         raise SignatureError(f"the payload has no canonical form: {exc}") from None
     if canonical != payload:
-        raise SignatureError("the payload must be RFC 8785 canonical JSON (sorted keys, no "
-                             "whitespace), so that what is signed is unambiguous")
+        raise SignatureError(
+            "the payload must be RFC 8785 canonical JSON (sorted keys, no "
+            "whitespace), so that what is signed is unambiguous"
+        )
     if not isinstance(statement, dict) or statement.get("_type") != STATEMENT_TYPE:
         raise SignatureError(f"the payload must be an in-toto Statement ({STATEMENT_TYPE})")
     if statement.get("predicateType") != PREDICATE_TYPE:
@@ -161,9 +174,9 @@ def _statement(payload: bytes) -> dict:
 
 def verify_signature(raw_public: bytes, payload: bytes, signature: bytes) -> None:
     try:
-        Ed25519PublicKey.from_public_bytes(raw_public).verify(signature,
-                                                              pae(PAYLOAD_TYPE, payload))
+        Ed25519PublicKey.from_public_bytes(raw_public).verify(signature, pae(PAYLOAD_TYPE, payload))
     except (InvalidSignature, ValueError):
-        raise SignatureError("the signature does not verify with the registered key: the "
-                             "statement was changed after signing or signed with another key"
-                             ) from None
+        raise SignatureError(
+            "the signature does not verify with the registered key: the "
+            "statement was changed after signing or signed with another key"
+        ) from None

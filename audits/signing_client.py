@@ -25,18 +25,26 @@ class Server:
     token: str
 
     def request(self, method: str, path: str, body: dict | None = None) -> dict:
+        if urllib.parse.urlsplit(self.url).scheme not in ("http", "https"):
+            raise ClientError(f"--server must be an http(s) URL, not {self.url!r}")
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(
-            urllib.parse.urljoin(self.url.rstrip("/") + "/", path.lstrip("/")), data=data,
-            method=method, headers={"Authorization": f"Token {self.token}",
-                                    "Content-Type": "application/json",
-                                    "Accept": "application/json"})
+        request = urllib.request.Request(  # noqa: S310 - http(s) only, checked above
+            urllib.parse.urljoin(self.url.rstrip("/") + "/", path.lstrip("/")),
+            data=data,
+            method=method,
+            headers={
+                "Authorization": f"Token {self.token}",
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+            },
+        )
         try:
-            with urllib.request.urlopen(request, timeout=60) as response:
+            with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 - http(s) only
                 return json.loads(response.read() or b"{}")
         except urllib.error.HTTPError as exc:
-            raise ClientError(f"{method} {path}: HTTP {exc.code}: {exc.read().decode()[:2000]}"
-                              ) from None
+            raise ClientError(
+                f"{method} {path}: HTTP {exc.code}: {exc.read().decode()[:2000]}"
+            ) from None
         except urllib.error.URLError as exc:
             raise ClientError(f"cannot reach {self.url}: {exc.reason}") from None
 
@@ -47,20 +55,23 @@ def ensure_key_registered(server: Server, key, label: str) -> str:
     try:
         server.request("GET", f"/api/v1/reviewer-keys/{key_id}/")
     except ClientError:
-        server.request("POST", "/api/v1/reviewer-keys/",
-                       {"public_key": signing.b64(raw), "label": label})
+        server.request(
+            "POST", "/api/v1/reviewer-keys/", {"public_key": signing.b64(raw), "label": label}
+        )
     return key_id
 
 
 def fetch_statement(server: Server, release: str, decision: str, check: str | None) -> dict:
     query = {"decision": decision, **({"check": check} if check else {})}
     answer = server.request(
-        "GET", f"/api/v1/releases/{release}/statement/?{urllib.parse.urlencode(query)}")
+        "GET", f"/api/v1/releases/{release}/statement/?{urllib.parse.urlencode(query)}"
+    )
     return answer["statement"]
 
 
-def complete(statement: dict, *, key_id: str, rationale: str, conditions: list[str],
-             name: str | None) -> dict:
+def complete(
+    statement: dict, *, key_id: str, rationale: str, conditions: list[str], name: str | None
+) -> dict:
     predicate = statement["predicate"]
     predicate["rationale"] = rationale
     predicate["conditions"] = conditions
@@ -73,8 +84,7 @@ def complete(statement: dict, *, key_id: str, rationale: str, conditions: list[s
 
 def sign_and_submit(server: Server, release: str, statement: dict, key) -> dict:
     envelope = signing.sign_envelope(statement, key)
-    return server.request("POST", f"/api/v1/releases/{release}/decisions/",
-                          {"envelope": envelope})
+    return server.request("POST", f"/api/v1/releases/{release}/decisions/", {"envelope": envelope})
 
 
 def load_key(path: str):

@@ -4,29 +4,24 @@ The subject is the model's weights digest. The predicate binds the release, the 
 the policy (name, version, digest), every required check's counting run (id, attempt, status,
 verdict, evidence-manifest digest), the decision and its meaning, the rationale, conditions,
 and the signer's printed name and time. `evidence_digest` is the sha256 of the canonical JSON of
-the evidence part alone; a decision covers the current evidence only while it is unchanged.
+the evidence part alone (audits.queries.current_evidence); a decision covers the current
+evidence only while it is unchanged.
 """
 
 from datetime import datetime
 
 from audits import signing
 from audits.canonical import json_digest
-from audits.models import CheckRun, Decision, Release
+from audits.models import Decision, Release
+from audits.queries import current_evidence
 
-MEANINGS = {
+MEANINGS: dict[str, str] = {
     Decision.Type.APPROVE: "approval for release of this model version under this policy",
     Decision.Type.REJECT: "rejection of this release",
     Decision.Type.WAIVE: "waiver of the named blocking check: the release may proceed without "
-                         "it passing",
+    "it passing",
 }
 EVIDENCE_FIELDS = ("release", "model_version", "policy", "checks")
-
-
-def _check_entry(run: CheckRun) -> dict:
-    return {"key": run.required_check.key, "kind": run.kind,
-            "blocking": run.required_check.blocking, "run_id": str(run.pk),
-            "attempt": run.attempt, "status": run.status, "verdict": run.verdict,
-            "manifest_digest": run.manifest_digest}
 
 
 def subject(release: Release) -> list[dict]:
@@ -34,33 +29,19 @@ def subject(release: Release) -> list[dict]:
     return [{"name": str(model_version), "digest": {"sha256": model_version.weights_digest}}]
 
 
-def evidence(release: Release) -> dict:
-    """The evidence a decision on this release is about, as it stands now."""
-    from audits.actions import counting_runs  # the runs the gate counts
-
-    model_version = release.model_version
-    return {
-        "release": str(release.pk),
-        "model_version": {"id": str(model_version.pk), "family": model_version.family,
-                          "version": model_version.version,
-                          "weights_digest": model_version.weights_digest,
-                          "tokenizer_digest": model_version.tokenizer_digest,
-                          "config_digest": model_version.config_digest},
-        "policy": {"id": str(release.policy_id), "name": release.policy.name,
-                   "version": release.policy.version, "digest": release.policy_digest},
-        "checks": sorted((_check_entry(run) for run in counting_runs(release)),
-                         key=lambda entry: entry["key"]),
-    }
-
-
-def evidence_digest(release: Release) -> str:
-    return json_digest(evidence(release))
-
-
-def build(release: Release, *, decision: str, check: str = "", rationale: str = "",
-          conditions: list[str] | None = None, signer_username: str, signer_name: str,
-          key_id: str, signed_at: datetime) -> dict:
-    current = evidence(release)
+def build(
+    release: Release,
+    *,
+    decision: str,
+    check: str = "",
+    rationale: str = "",
+    conditions: list[str] | None = None,
+    signer_username: str,
+    signer_name: str,
+    key_id: str,
+    signed_at: datetime,
+) -> dict:
+    current = current_evidence(release)
     return {
         "_type": signing.STATEMENT_TYPE,
         "subject": subject(release),
@@ -68,8 +49,7 @@ def build(release: Release, *, decision: str, check: str = "", rationale: str = 
         "predicate": {
             **current,
             "evidence_digest": json_digest(current),
-            "decision": {"type": decision, "check": check or None,
-                         "meaning": MEANINGS[decision]},
+            "decision": {"type": decision, "check": check or None, "meaning": MEANINGS[decision]},
             "rationale": rationale,
             "conditions": list(conditions or []),
             "signer": {"username": signer_username, "name": signer_name, "key_id": key_id},
@@ -91,16 +71,20 @@ def summary_lines(statement: dict) -> list[str]:
         "Checks:",
     ]
     for check in predicate["checks"]:
-        lines.append(f"  - {check['key']} ({check['kind']}, "
-                     f"{'blocking' if check['blocking'] else 'advisory'}): {check['status']} "
-                     f"{check['verdict'] or '-'}; evidence manifest {check['manifest_digest']}")
+        lines.append(
+            f"  - {check['key']} ({check['kind']}, "
+            f"{'blocking' if check['blocking'] else 'advisory'}): {check['status']} "
+            f"{check['verdict'] or '-'}; evidence manifest {check['manifest_digest']}"
+        )
     decision = predicate["decision"]
-    lines += [f"Decision:  {decision['type']}"
-              + (f" check {decision['check']}" if decision["check"] else ""),
-              f"Meaning:   {decision['meaning']}",
-              f"Rationale: {predicate['rationale']}",
-              f"Conditions: {'; '.join(predicate['conditions']) or 'none'}",
-              f"Signer:    {predicate['signer']['name']} ({predicate['signer']['username']}), "
-              f"key {predicate['signer']['key_id']}",
-              f"Signed at: {predicate['signed_at']}"]
+    lines += [
+        f"Decision:  {decision['type']}"
+        + (f" check {decision['check']}" if decision["check"] else ""),
+        f"Meaning:   {decision['meaning']}",
+        f"Rationale: {predicate['rationale']}",
+        f"Conditions: {'; '.join(predicate['conditions']) or 'none'}",
+        f"Signer:    {predicate['signer']['name']} ({predicate['signer']['username']}), "
+        f"key {predicate['signer']['key_id']}",
+        f"Signed at: {predicate['signed_at']}",
+    ]
     return lines

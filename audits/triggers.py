@@ -4,8 +4,12 @@ The models refuse such changes too; the triggers also stop anyone who reaches th
 directly. A superuser can still get around them (that is what verify_ledger is for).
 """
 
-PROTECTED_TABLES = ("audits_auditevent", "audits_decision", "audits_evidence",
-                    "audits_ledgercheckpoint")
+PROTECTED_TABLES = (
+    "audits_auditevent",
+    "audits_decision",
+    "audits_evidence",
+    "audits_ledgercheckpoint",
+)
 
 _PG_FUNCTION = """
 CREATE OR REPLACE FUNCTION assay_refuse_change() RETURNS trigger AS $$
@@ -28,17 +32,22 @@ def create_statements(vendor: str) -> list[str]:
             f"CREATE TRIGGER IF NOT EXISTS assay_append_only_{op.lower()}_{table} BEFORE {op} "
             f"ON {table} BEGIN SELECT RAISE(ABORT, 'assay: {op} on {table} is refused: the "
             "table is append-only'); END;"
-            for table in PROTECTED_TABLES for op in ("UPDATE", "DELETE")
+            for table in PROTECTED_TABLES
+            for op in ("UPDATE", "DELETE")
         ]
     raise NotImplementedError(f"no append-only triggers for the {vendor} database")
 
 
 def drop_statements(vendor: str) -> list[str]:
     if vendor == "postgresql":
-        return [f"DROP TRIGGER IF EXISTS assay_append_only ON {table};"
-                for table in PROTECTED_TABLES]
-    return [f"DROP TRIGGER IF EXISTS assay_append_only_{op.lower()}_{table};"
-            for table in PROTECTED_TABLES for op in ("UPDATE", "DELETE")]
+        return [
+            f"DROP TRIGGER IF EXISTS assay_append_only ON {table};" for table in PROTECTED_TABLES
+        ]
+    return [
+        f"DROP TRIGGER IF EXISTS assay_append_only_{op.lower()}_{table};"
+        for table in PROTECTED_TABLES
+        for op in ("UPDATE", "DELETE")
+    ]
 
 
 def install(schema_editor) -> None:

@@ -38,8 +38,12 @@ BASELINE_NAMES = {
 
 def arguments():
     p = harness.parser(__doc__.splitlines()[0])
-    p.add_argument("--prompts-per-axis", type=int, default=None,
-                   help="seeded subset of each probe axis (default 8, --quick 2; 0 = all)")
+    p.add_argument(
+        "--prompts-per-axis",
+        type=int,
+        default=None,
+        help="seeded subset of each probe axis (default 8, --quick 2; 0 = all)",
+    )
     args = p.parse_args()
     args.repeats = args.repeats or (1 if args.quick else 5)
     if args.prompts_per_axis is None:
@@ -49,18 +53,19 @@ def arguments():
 
 def probe_texts(per_axis: int) -> list[str]:
     """The check's own subset rule (features.subset, seed 0) applied to every axis."""
-    from interp_jobs.engine.features import subset
+    from interp_jobs.engine.analysis.features import subset
     from interp_jobs.probes import load_probe_set
 
     probes = load_probe_set()
-    return [p.prompt for axis in probes.axes
-            for p in subset(probes.for_axis(axis), per_axis or None, 0)]
+    return [
+        p.prompt for axis in probes.axes for p in subset(probes.for_axis(axis), per_axis or None, 0)
+    ]
 
 
 def catalog_features(lens) -> list[int]:
     """A stand-in catalog: the audit's cost does not depend on which features are named."""
     d_sae = lens.cfg.d_sae
-    return sorted(random.Random(0).sample(range(d_sae), min(N_FEATURES, d_sae)))
+    return sorted(random.Random(0).sample(range(d_sae), min(N_FEATURES, d_sae)))  # noqa: S311 - seeded sampling, not cryptography
 
 
 def check_batch_size() -> int:
@@ -75,11 +80,14 @@ def _batches(loaded, tokens, batch_size: int):
 
     order = torch.argsort(tokens.lengths, stable=True)
     for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
+        rows = order[start : start + batch_size]
         length = int(tokens.lengths[rows].max())
-        yield (rows, tokens.input_ids[rows, :length].to(loaded.device),
-               tokens.attention_mask[rows, :length].to(loaded.device),
-               tokens.counted[rows, :length].to(loaded.device))
+        yield (
+            rows,
+            tokens.input_ids[rows, :length].to(loaded.device),
+            tokens.attention_mask[rows, :length].to(loaded.device),
+            tokens.counted[rows, :length].to(loaded.device),
+        )
 
 
 def _hidden_state_index(loaded, hook: str) -> int:
@@ -90,15 +98,17 @@ def _hidden_state_index(loaded, hook: str) -> int:
     index = {"resid_pre": layer, "resid_post": layer + 1}.get(site)
     # The last entry has the final norm applied, so it is not the last block's output.
     if index is None or index >= loaded.n_layers:
-        raise SystemExit(f"baseline (b) needs a lens on the residual stream before the last "
-                         f"block's output; this lens reads {hook}")
+        raise SystemExit(
+            f"baseline (b) needs a lens on the residual stream before the last "
+            f"block's output; this lens reads {hook}"
+        )
     return index
 
 
 def truncated_forward(loaded, lens, texts, batch_size):
-    from interp_jobs.engine.features import tokenize_prompts
+    from interp_jobs.engine.analysis.features import tokenize_prompts
     from interp_jobs.engine.hooks import run_to
-    from interp_jobs.engine.lenses import lens_hook_name
+    from interp_jobs.engine.loading.lenses import lens_hook_name
 
     hook = lens_hook_name(lens)
     for _, ids, mask, _ in _batches(loaded, tokenize_prompts(loaded, texts), batch_size):
@@ -109,16 +119,17 @@ def full_forward_then_sae(loaded, lens, texts, features, batch_size):
     """The naive audit: every layer and the LM head, all hidden states, the full encode."""
     import torch
 
-    from interp_jobs.engine.features import tokenize_prompts
-    from interp_jobs.engine.lenses import lens_hook_name
+    from interp_jobs.engine.analysis.features import tokenize_prompts
+    from interp_jobs.engine.loading.lenses import lens_hook_name
 
     index = _hidden_state_index(loaded, lens_hook_name(lens))
     tokens = tokenize_prompts(loaded, texts)
     maxima, means = torch.empty(len(texts), len(features)), torch.empty(len(texts), len(features))
     with torch.inference_mode():
         for rows, ids, mask, counted in _batches(loaded, tokens, batch_size):
-            out = loaded.model(input_ids=ids, attention_mask=mask, output_hidden_states=True,
-                               use_cache=False)
+            out = loaded.model(
+                input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=False
+            )
             feats = lens.encode(out.hidden_states[index])[..., features].float()
             counted = counted.unsqueeze(-1)
             maxima[rows] = feats.masked_fill(~counted, float("-inf")).max(dim=1).values.cpu()
@@ -135,8 +146,8 @@ def weight_macs_ratio(loaded, lens, n_features: int) -> float:
     every block, the LM head and the whole encoder, the audit the blocks up to the hook and
     the catalog's encoder columns.
     """
-    from interp_jobs.engine.architectures import FAMILIES, get_path
-    from interp_jobs.engine.lenses import lens_hook_name
+    from interp_jobs.engine.loading.architectures import FAMILIES, get_path
+    from interp_jobs.engine.loading.lenses import lens_hook_name
 
     family = next(f for f in FAMILIES if f.name == loaded.family)
     block = get_path(loaded.model, family.blocks)[0]
@@ -154,20 +165,23 @@ def length_sorted_batches(loaded, texts: list[str], batch_size: int) -> list[lis
     separate units, so each can be timed right next to the baselines' same batch."""
     import torch
 
-    from interp_jobs.engine.features import tokenize_prompts
+    from interp_jobs.engine.analysis.features import tokenize_prompts
 
     order = torch.argsort(tokenize_prompts(loaded, texts).lengths, stable=True).tolist()
-    return [[texts[i] for i in order[start:start + batch_size]]
-            for start in range(0, len(order), batch_size)]
+    return [
+        [texts[i] for i in order[start : start + batch_size]]
+        for start in range(0, len(order), batch_size)
+    ]
 
 
 def build_variants(loaded, lens, features, batch_size) -> dict:
     """Each variant takes a unit: the prompts of one batch."""
-    from interp_jobs.engine.features import prompt_feature_stats
+    from interp_jobs.engine.analysis.features import prompt_feature_stats
 
     return {
-        AUDIT: lambda unit: prompt_feature_stats(loaded, lens, unit, features,
-                                                 batch_size=batch_size).max,
+        AUDIT: lambda unit: (
+            prompt_feature_stats(loaded, lens, unit, features, batch_size=batch_size).max
+        ),
         TRUNCATED: lambda unit: truncated_forward(loaded, lens, unit, batch_size),
         FULL: lambda unit: full_forward_then_sae(loaded, lens, unit, features, batch_size),
     }
@@ -196,19 +210,24 @@ def main() -> None:
     batch_size = check_batch_size()
     batches = length_sorted_batches(loaded, texts, batch_size)
     variants = build_variants(loaded, lens, features, batch_size)
-    whole = {name: lambda run=run: [run(unit) for unit in batches]
-             for name, run in variants.items()}
+    whole = {
+        name: lambda run=run: [run(unit) for unit in batches] for name, run in variants.items()
+    }
     if args.memory_of:
         harness.report_child(harness.measure_peak(whole[args.memory_of]))
         return
     match = warm_up_and_compare(variants, batches)
     timings = harness.interleaved(variants, batches, args.repeats)
-    memory = harness.memory_of_variants(__file__, args, lens_ref.path, whole,
-                                        prompts_per_axis=args.prompts_per_axis)
+    memory = harness.memory_of_variants(
+        __file__, args, lens_ref.path, whole, prompts_per_axis=args.prompts_per_axis
+    )
     context = {
-        "model": subjects.describe(args.model, lens_ref), "loads": timings.loads,
-        "n_prompts": len(texts), "n_tokens": _token_count(loaded, texts),
-        "batch_size": batch_size, "features": features,
+        "model": subjects.describe(args.model, lens_ref),
+        "loads": timings.loads,
+        "n_prompts": len(texts),
+        "n_tokens": _token_count(loaded, texts),
+        "batch_size": batch_size,
+        "features": features,
         "macs": weight_macs_ratio(loaded, lens, len(features)),
         "notes_tail": _notes_tail(lens, lens_ref, args, match),
     }
@@ -219,39 +238,53 @@ def main() -> None:
 
 
 def _token_count(loaded, texts) -> int:
-    from interp_jobs.engine.features import tokenize_prompts
+    from interp_jobs.engine.analysis.features import tokenize_prompts
 
     return int(tokenize_prompts(loaded, texts).lengths.sum())
 
 
 def _notes_tail(lens, lens_ref, args, outputs_match: bool) -> str:
     architecture = lens.cfg.architecture()
-    how = ("computes only the catalog features' encoder columns"
-           if architecture in ("standard", "jumprelu")
-           else "runs the full encode (this architecture couples features), then selects")
-    return ((harness.QUICK_NOTE if args.quick else "")
-            + f"Lens architecture {architecture}: the audit {how}. "
-            f"Audit and naive path give the same per-prompt maxima: {outputs_match}. "
-            f"{subjects.lens_note(lens_ref, args.model)}")
+    how = (
+        "computes only the catalog features' encoder columns"
+        if architecture in ("standard", "jumprelu")
+        else "runs the full encode (this architecture couples features), then selects"
+    )
+    return (
+        (harness.QUICK_NOTE if args.quick else "")
+        + f"Lens architecture {architecture}: the audit {how}. "
+        f"Audit and naive path give the same per-prompt maxima: {outputs_match}. "
+        f"{subjects.lens_note(lens_ref, args.model)}"
+    )
 
 
 def emit_throughput(timings, baseline: str, ctx: dict) -> None:
     n, repeats = ctx["n_prompts"], len(timings.totals(AUDIT))
     value, base = n / timings.typical(AUDIT), n / timings.typical(baseline)
     harness.emit(
-        bench=BENCH, measure=f"throughput_vs_{baseline}", value=value, unit="prompts/s",
-        baseline=(BASELINE_NAMES[baseline], base), ratio=harness.ratio(value, base),
-        ratio_of="value / baseline (throughput; higher is better)", goal=GOALS[baseline],
-        model=ctx["model"], loads=ctx["loads"],
-        notes=(f"prompt_feature_stats over {n} probe prompts ({ctx['n_tokens']} tokens, chat "
-               f"template), {len(ctx['features'])} catalog features, batch {ctx['batch_size']}; "
-               f"called once per length-sorted batch, each batch run by all variants back to "
-               f"back; time = per batch the median of {repeats} repeats, summed. "
-               + _bound_note(baseline, ctx) + ctx["notes_tail"]),
+        bench=BENCH,
+        measure=f"throughput_vs_{baseline}",
+        value=value,
+        unit="prompts/s",
+        baseline=(BASELINE_NAMES[baseline], base),
+        ratio=harness.ratio(value, base),
+        ratio_of="value / baseline (throughput; higher is better)",
+        goal=GOALS[baseline],
+        model=ctx["model"],
+        loads=ctx["loads"],
+        notes=(
+            f"prompt_feature_stats over {n} probe prompts ({ctx['n_tokens']} tokens, chat "
+            f"template), {len(ctx['features'])} catalog features, batch {ctx['batch_size']}; "
+            f"called once per length-sorted batch, each batch run by all variants back to "
+            f"back; time = per batch the median of {repeats} repeats, summed. "
+            + _bound_note(baseline, ctx)
+            + ctx["notes_tail"]
+        ),
         seconds={name: harness.rounded(timings.totals(name)) for name in timings.wall},
         paired_ratios=harness.paired_ratios(timings.totals(baseline), timings.totals(AUDIT)),
-        ratio_by_cpu_time=harness.sig(harness.ratio(timings.typical(baseline, "cpu"),
-                                                    timings.typical(AUDIT, "cpu"))),
+        ratio_by_cpu_time=harness.sig(
+            harness.ratio(timings.typical(baseline, "cpu"), timings.typical(AUDIT, "cpu"))
+        ),
         weight_macs_ratio=round(ctx["macs"] if baseline == FULL else 1.0, 3),
     )
 
@@ -259,20 +292,27 @@ def emit_throughput(timings, baseline: str, ctx: dict) -> None:
 def _bound_note(baseline: str, ctx: dict) -> str:
     if baseline != FULL:
         return ""
-    return (f"Expected from weight multiply-adds per token (all blocks + LM head + full encode, "
-            f"over the blocks up to the hook + the catalog's columns): {ctx['macs']:.2f}x; the "
-            "lens's depth, not the implementation, sets this. ")
+    return (
+        f"Expected from weight multiply-adds per token (all blocks + LM head + full encode, "
+        f"over the blocks up to the hook + the catalog's columns): {ctx['macs']:.2f}x; the "
+        "lens's depth, not the implementation, sets this. "
+    )
 
 
 def emit_memory(memory: dict, baseline: str, ctx: dict) -> None:
     for measure, what in harness.MEMORY_MEASURES:
         value, base = memory[AUDIT][measure], memory[baseline][measure]
         harness.emit(
-            bench=BENCH, measure=f"{measure}_vs_{baseline}", value=value, unit="MiB",
+            bench=BENCH,
+            measure=f"{measure}_vs_{baseline}",
+            value=value,
+            unit="MiB",
             baseline=(BASELINE_NAMES[baseline], base),
             ratio=None if value is None or base is None else harness.ratio(value, base),
-            ratio_of="value / baseline (memory; lower is better)", goal=None,
-            model=ctx["model"], loads=ctx["loads"],
+            ratio_of="value / baseline (memory; lower is better)",
+            goal=None,
+            model=ctx["model"],
+            loads=ctx["loads"],
             notes=f"{what}; the same {ctx['n_prompts']} prompts. " + ctx["notes_tail"],
             rss_before_mib={name: round(m["rss_before_mib"], 1) for name, m in memory.items()},
         )

@@ -51,17 +51,25 @@ def target_token(tokenizer) -> tuple[int, str]:
 
 
 def build_variants(loaded, lens, input_ids, target: int) -> dict:
-    from interp_jobs.engine.attribution import make_metric, trace
+    from interp_jobs.engine.analysis.attribution import make_metric, trace
 
     params = check_parameters()
 
     def run_trace(_unit=None):
-        return trace(loaded, [("bench", lens)], input_ids, make_metric(params.metric, target),
-                     max_nodes=params.max_nodes, node_threshold=params.node_threshold,
-                     n_ablations=params.n_ablation_checks)
+        return trace(
+            loaded,
+            [("bench", lens)],
+            input_ids,
+            make_metric(params.metric, target),
+            max_nodes=params.max_nodes,
+            node_threshold=params.node_threshold,
+            n_ablations=params.n_ablation_checks,
+        )
 
-    return {TRACE: run_trace,
-            FORWARD_BACKWARD: lambda _unit=None: forward_backward(loaded, input_ids, target)}
+    return {
+        TRACE: run_trace,
+        FORWARD_BACKWARD: lambda _unit=None: forward_backward(loaded, input_ids, target),
+    }
 
 
 def forward_backward(loaded, input_ids, target: int) -> None:
@@ -71,9 +79,13 @@ def forward_backward(loaded, input_ids, target: int) -> None:
 
 
 def graph_cost(graph) -> dict:
-    return {"forward_passes": graph.n_forward_passes, "backward_passes": graph.n_backward_passes,
-            "nodes": len(graph.nodes), "edges": len(graph.edges),
-            "ablation_checks": len(graph.ablations)}
+    return {
+        "forward_passes": graph.n_forward_passes,
+        "backward_passes": graph.n_backward_passes,
+        "nodes": len(graph.nodes),
+        "edges": len(graph.edges),
+        "ablation_checks": len(graph.ablations),
+    }
 
 
 def main() -> None:
@@ -92,10 +104,15 @@ def main() -> None:
     variants[FORWARD_BACKWARD]()
     timings = harness.interleaved(variants, [None], args.repeats)  # one unit: the prompt
     memory = harness.memory_of_variants(__file__, args, lens_ref.path, variants)
-    ctx = {"model": subjects.describe(args.model, lens_ref), "loads": timings.loads,
-           "cost": cost, "n_tokens": int(input_ids.shape[1]),
-           "notes_tail": (harness.QUICK_NOTE if args.quick else "") + target_note
-           + subjects.lens_note(lens_ref, args.model)}
+    ctx = {
+        "model": subjects.describe(args.model, lens_ref),
+        "loads": timings.loads,
+        "cost": cost,
+        "n_tokens": int(input_ids.shape[1]),
+        "notes_tail": (harness.QUICK_NOTE if args.quick else "")
+        + target_note
+        + subjects.lens_note(lens_ref, args.model),
+    }
     emit_time(timings, ctx)
     emit_memory(memory, ctx)
 
@@ -105,21 +122,30 @@ def emit_time(timings, ctx: dict) -> None:
     seconds = {name: timings.totals(name) for name in timings.wall}
     cost = ctx["cost"]
     harness.emit(
-        bench=BENCH, measure="wall_time", value=value, unit="s",
-        baseline=(BASELINE_NAME, base), ratio=harness.ratio(value, base),
-        ratio_of="value / baseline (the trace's cost in forward+backward passes)", goal=None,
-        model=ctx["model"], loads=ctx["loads"],
-        notes=(f"trace() of the logprob of {TARGET!r} after {PROMPT!r} ({ctx['n_tokens']} "
-               f"tokens), the check's default pruning; median of {len(seconds[TRACE])} "
-               f"interleaved runs. The trace reports {cost['forward_passes']} forward and "
-               f"{cost['backward_passes']} backward passes (edge backward passes are partial "
-               "but batched over up to 16 nodes; ablation forwards batch up to 8 rows). "
-               + ctx["notes_tail"]),
+        bench=BENCH,
+        measure="wall_time",
+        value=value,
+        unit="s",
+        baseline=(BASELINE_NAME, base),
+        ratio=harness.ratio(value, base),
+        ratio_of="value / baseline (the trace's cost in forward+backward passes)",
+        goal=None,
+        model=ctx["model"],
+        loads=ctx["loads"],
+        notes=(
+            f"trace() of the logprob of {TARGET!r} after {PROMPT!r} ({ctx['n_tokens']} "
+            f"tokens), the check's default pruning; median of {len(seconds[TRACE])} "
+            f"interleaved runs. The trace reports {cost['forward_passes']} forward and "
+            f"{cost['backward_passes']} backward passes (edge backward passes are partial "
+            "but batched over up to 16 nodes; ablation forwards batch up to 8 rows). "
+            + ctx["notes_tail"]
+        ),
         graph_cost=cost,
         seconds={name: harness.rounded(runs) for name, runs in seconds.items()},
         paired_ratios=harness.paired_ratios(seconds[TRACE], seconds[FORWARD_BACKWARD]),
-        ratio_by_cpu_time=harness.sig(harness.ratio(timings.typical(TRACE, "cpu"),
-                                                    timings.typical(FORWARD_BACKWARD, "cpu"))),
+        ratio_by_cpu_time=harness.sig(
+            harness.ratio(timings.typical(TRACE, "cpu"), timings.typical(FORWARD_BACKWARD, "cpu"))
+        ),
     )
 
 
@@ -127,11 +153,16 @@ def emit_memory(memory: dict, ctx: dict) -> None:
     for measure, what in harness.MEMORY_MEASURES:
         value, base = memory[TRACE][measure], memory[FORWARD_BACKWARD][measure]
         harness.emit(
-            bench=BENCH, measure=measure, value=value, unit="MiB",
+            bench=BENCH,
+            measure=measure,
+            value=value,
+            unit="MiB",
             baseline=(BASELINE_NAME, base),
             ratio=None if value is None or base is None else harness.ratio(value, base),
-            ratio_of="value / baseline (memory; lower is better)", goal=None,
-            model=ctx["model"], loads=ctx["loads"],
+            ratio_of="value / baseline (memory; lower is better)",
+            goal=None,
+            model=ctx["model"],
+            loads=ctx["loads"],
             notes=f"{what}. " + ctx["notes_tail"],
             rss_before_mib={name: round(m["rss_before_mib"], 1) for name, m in memory.items()},
         )

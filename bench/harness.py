@@ -40,15 +40,26 @@ def parser(description: str) -> argparse.ArgumentParser:
     from subjects import DEFAULT_MODEL
 
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--model", default=str(DEFAULT_MODEL),
-                   help="a .gguf file or a Hugging Face model directory (default: SmolLM2)")
-    p.add_argument("--lens", default=None, help="a lens directory in SAELens's format (default: "
-                   "the shipped SmolLM2 lens, else a random lens made for this run)")
+    p.add_argument(
+        "--model",
+        default=str(DEFAULT_MODEL),
+        help="a .gguf file or a Hugging Face model directory (default: SmolLM2)",
+    )
+    p.add_argument(
+        "--lens",
+        default=None,
+        help="a lens directory in SAELens's format (default: "
+        "the shipped SmolLM2 lens, else a random lens made for this run)",
+    )
     p.add_argument("--quick", action="store_true", help="few prompts and repeats (smoke test)")
     p.add_argument("--repeats", type=int, default=None, help="timed runs per variant")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch threads (default: torch's, one per core); on a machine whose "
-                        "load exceeds its cores, 1 gives far steadier figures")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default: torch's, one per core); on a machine whose "
+        "load exceeds its cores, 1 gives far steadier figures",
+    )
     # Internal: run one variant in this (fresh) process and report its peak memory.
     p.add_argument("--memory-of", default=None, help=argparse.SUPPRESS)
     return p
@@ -101,9 +112,21 @@ def machine(loads: list[list[float]] | None = None) -> dict:
 # --- output ---------------------------------------------------------------------------------
 
 
-def emit(*, bench: str, measure: str, value: float, unit: str, baseline: tuple[str, float],
-         ratio: float | None, ratio_of: str, goal: tuple[str, float] | None, model: dict,
-         notes: str, loads: list[list[float]] | None = None, **extra) -> dict:
+def emit(
+    *,
+    bench: str,
+    measure: str,
+    value: float,
+    unit: str,
+    baseline: tuple[str, float],
+    ratio: float | None,
+    ratio_of: str,
+    goal: tuple[str, float] | None,
+    model: dict,
+    notes: str,
+    loads: list[list[float]] | None = None,
+    **extra,
+) -> dict:
     """Print one measurement as one JSON line. ``goal`` is (">=" or "<=", bound) on the ratio."""
     line = {
         "bench": bench,
@@ -131,9 +154,11 @@ def _oversubscribed() -> str:
     load, cores, threads = os.getloadavg()[0], len(os.sched_getaffinity(0)), torch.get_num_threads()
     if threads < 2 or load <= cores:
         return ""
-    return (f" The machine was oversubscribed (load {load:.1f} on {cores} cores) and torch ran "
-            f"{threads} threads, which wait on each other when one is descheduled: figures are "
-            "noisy; --threads 1 gives steadier ones.")
+    return (
+        f" The machine was oversubscribed (load {load:.1f} on {cores} cores) and torch ran "
+        f"{threads} threads, which wait on each other when one is descheduled: figures are "
+        "noisy; --threads 1 gives steadier ones."
+    )
 
 
 def _meets(ratio: float | None, goal: tuple[str, float] | None) -> bool | None:
@@ -178,8 +203,9 @@ class Timings:
         return [sum(units) for units in self.wall[name]]
 
 
-def interleaved(variants: dict[str, Callable[[object], object]], units: list,
-                repeats: int) -> Timings:
+def interleaved(
+    variants: dict[str, Callable[[object], object]], units: list, repeats: int
+) -> Timings:
     """Time every variant on every unit, ``repeats`` times, interleaved at the unit level.
 
     On a shared machine the load drifts within seconds; running all variants on one unit
@@ -257,26 +283,39 @@ def measure_peak(work: Callable[[], object]) -> dict:
 
 
 MEMORY_MEASURES = (
-    ("peak_rss_mib", "peak RSS (ru_maxrss) of a fresh process per variant, its model load "
-                     "included"),
-    ("peak_increase_mib", "peak RSS while the variant ran minus the RSS just before it "
-                          "(kernel high-water mark reset first), a fresh process per variant"),
+    (
+        "peak_rss_mib",
+        "peak RSS (ru_maxrss) of a fresh process per variant, its model load included",
+    ),
+    (
+        "peak_increase_mib",
+        "peak RSS while the variant ran minus the RSS just before it "
+        "(kernel high-water mark reset first), a fresh process per variant",
+    ),
 )
 
 
-QUICK_NOTE = ("--quick: few prompts, one repeat, memory measured in this process rather than a "
-              "fresh one per variant; a smoke test, not a measurement. ")
+QUICK_NOTE = (
+    "--quick: few prompts, one repeat, memory measured in this process rather than a "
+    "fresh one per variant; a smoke test, not a measurement. "
+)
 
 
-def memory_of_variants(script: str, args: argparse.Namespace, lens: str,
-                       variants: dict[str, Callable[[], object]], **more) -> dict[str, dict]:
+def memory_of_variants(
+    script: str,
+    args: argparse.Namespace,
+    lens: str,
+    variants: dict[str, Callable[[], object]],
+    **more,
+) -> dict[str, dict]:
     """Peak memory of each variant, each in its own fresh process (so one variant's freed
     memory cannot hide another's growth). --quick measures them here, one after another:
     three fresh interpreters importing torch and sae_lens would triple a smoke test's time."""
     if args.quick:
         return {name: measure_peak(work) for name, work in variants.items()}
-    return run_children(script, {name: child_args(args, lens, memory_of=name, **more)
-                                 for name in variants})
+    return run_children(
+        script, {name: child_args(args, lens, memory_of=name, **more) for name in variants}
+    )
 
 
 def report_child(result: dict) -> None:
@@ -288,8 +327,9 @@ def run_child(script: str, args: list[str], timeout: float = 900) -> dict:
     return run_children(script, {"child": args}, timeout=timeout, parallel=False)["child"]
 
 
-def run_children(script: str, jobs: dict[str, list[str]], *, timeout: float = 900,
-                 parallel: bool = True) -> dict[str, dict]:
+def run_children(
+    script: str, jobs: dict[str, list[str]], *, timeout: float = 900, parallel: bool = True
+) -> dict[str, dict]:
     """Run ``script`` once per job, each in a fresh interpreter; their reported dicts by job.
 
     Peak memory is a property of each process alone, so memory children may run side by side
@@ -307,9 +347,11 @@ def run_children(script: str, jobs: dict[str, list[str]], *, timeout: float = 90
 
 
 def _start(script: str, args: list[str]):
-    out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
-    process = subprocess.Popen([sys.executable, script, *args], cwd=ROOT, text=True,
-                               stdout=out, stderr=err)
+    # Closed by _finish once the process has ended; a with-block would close them too soon.
+    out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")  # noqa: SIM115
+    process = subprocess.Popen(
+        [sys.executable, script, *args], cwd=ROOT, text=True, stdout=out, stderr=err
+    )
     return process, out, err
 
 
@@ -325,9 +367,11 @@ def _finish(process, out, err, script: str, args: list[str], timeout: float) -> 
         stdout, stderr = out.read(), err.read()
     for line in reversed(stdout.splitlines()):
         if line.startswith(CHILD_RESULT):
-            return json.loads(line[len(CHILD_RESULT):])
-    raise RuntimeError(f"{Path(script).name} {' '.join(args)} exited {process.returncode} "
-                       f"without a result:\n{stdout[-2000:]}\n{stderr[-4000:]}")
+            return json.loads(line[len(CHILD_RESULT) :])
+    raise RuntimeError(
+        f"{Path(script).name} {' '.join(args)} exited {process.returncode} "
+        f"without a result:\n{stdout[-2000:]}\n{stderr[-4000:]}"
+    )
 
 
 def child_args(args: argparse.Namespace, lens: str, **more) -> list[str]:

@@ -19,9 +19,9 @@ from pathlib import Path
 
 from harness import ROOT
 
-from interp_jobs.engine.demo_model import demo_model_path  # stdlib only: cheap to import
+from demo.model_fetch import demo_model_path  # stdlib only: cheap to import
 
-# The same model store the SmolLM2 tests read (tests/engine/test_smollm2.py).
+# The same model store the SmolLM2 tests read (tests/factories.py).
 DEFAULT_MODEL = demo_model_path(os.environ.get("ASSAY_MODEL_STORE", ROOT / "var" / "models"))
 SHIPPED_LENSES = ROOT / "interp_jobs" / "lenses"
 RANDOM_D_SAE = 4096
@@ -38,7 +38,7 @@ def model_format(path: str) -> str:
 
 
 def load(path: str):
-    from interp_jobs.engine.models import load_model
+    from interp_jobs.engine.loading.models import load_model
 
     return load_model(path, model_format(path))
 
@@ -49,8 +49,9 @@ def model_shape(path: str) -> tuple[int, int]:
 
     source = Path(path)
     if model_format(path) == "gguf":
-        config = AutoConfig.from_pretrained(source.parent, gguf_file=source.name,
-                                            local_files_only=True)
+        config = AutoConfig.from_pretrained(
+            source.parent, gguf_file=source.name, local_files_only=True
+        )
     else:
         config = AutoConfig.from_pretrained(source, local_files_only=True)
     return config.num_hidden_layers, config.hidden_size
@@ -76,29 +77,23 @@ def resolve_lens(args, shape: Callable[[], tuple[int, int]]) -> Lens:
     n_layers, d_model = shape()
     directory = Path(tempfile.mkdtemp(prefix="assay-bench-lens-"))
     atexit.register(shutil.rmtree, directory, ignore_errors=True)
-    return Lens(str(save_random_lens(directory, f"blocks.{n_layers // 2}.hook_resid_post",
-                                     d_model)), "random")
+    from tests.factories import save_random_lens
 
-
-def save_random_lens(directory: Path, hook_name: str, d_in: int) -> Path:
-    """A seeded random standard SAE (as tests/checks/conftest.py builds them)."""
-    import torch
-    from sae_lens import SAE, saes
-    from sae_lens.saes.sae import SAEMetadata
-
-    torch.manual_seed(0)
-    config = saes.StandardSAEConfig(d_in=d_in, d_sae=RANDOM_D_SAE,
-                                    metadata=SAEMetadata(hook_name=hook_name, model_name="bench"))
-    lens = SAE.get_sae_class_for_architecture(config.architecture())(config)
-    with torch.no_grad():
-        for param in lens.parameters():
-            param.copy_(torch.randn_like(param) * 0.3)
-    lens.save_model(directory)
-    return directory
+    return Lens(
+        str(
+            save_random_lens(
+                directory,
+                hook_name=f"blocks.{n_layers // 2}.hook_resid_post",
+                d_in=d_model,
+                d_sae=RANDOM_D_SAE,
+            )
+        ),
+        "random",
+    )
 
 
 def load_lens(path: str, loaded):
-    from interp_jobs.engine.lenses import check_lens_fits, load_lens
+    from interp_jobs.engine.loading.lenses import check_lens_fits, load_lens
 
     lens = load_lens(path)
     check_lens_fits(lens, loaded)
@@ -113,18 +108,30 @@ def _shown(path: str) -> str:
 def describe(model_path: str, lens: Lens) -> dict:
     """The ``model`` field of every line: what was measured."""
     cfg = json.loads((Path(lens.path) / "cfg.json").read_text(encoding="utf-8"))
-    return {"path": _shown(model_path), "format": model_format(model_path),
-            "lens": {"path": _shown(lens.path), "source": lens.source,
-                     "hook": cfg.get("metadata", {}).get("hook_name"),
-                     "architecture": cfg.get("architecture", "standard"),
-                     "d_in": cfg.get("d_in"), "d_sae": cfg.get("d_sae")}}
+    return {
+        "path": _shown(model_path),
+        "format": model_format(model_path),
+        "lens": {
+            "path": _shown(lens.path),
+            "source": lens.source,
+            "hook": cfg.get("metadata", {}).get("hook_name"),
+            "architecture": cfg.get("architecture", "standard"),
+            "d_in": cfg.get("d_in"),
+            "d_sae": cfg.get("d_sae"),
+        },
+    }
 
 
 def lens_note(lens: Lens, model_path: str) -> str:
     if lens.source != "random":
         return f"Lens: {lens.source} ({Path(lens.path).name})."
-    why = ("No SmolLM2 lens is shipped yet (interp_jobs/lenses/smollm2-*), so a"
-           if _is_default_model(model_path) else "No lens was given, so a")
-    return (f"{why} random standard SAE (d_sae {RANDOM_D_SAE}, seeded) was made for this run; "
-            "speed and memory depend on the lens's shape and architecture, not on what it "
-            "learned.")
+    why = (
+        "No SmolLM2 lens is shipped yet (interp_jobs/lenses/smollm2-*), so a"
+        if _is_default_model(model_path)
+        else "No lens was given, so a"
+    )
+    return (
+        f"{why} random standard SAE (d_sae {RANDOM_D_SAE}, seeded) was made for this run; "
+        "speed and memory depend on the lens's shape and architecture, not on what it "
+        "learned."
+    )

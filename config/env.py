@@ -6,6 +6,7 @@ error naming the variable, so a typo never silently falls back to a default.
 
 import os
 from pathlib import Path
+from typing import overload
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -18,6 +19,14 @@ def _raw(name: str) -> str | None:
     if value is None:
         return None
     return value.strip()
+
+
+@overload
+def env_str(name: str, default: str, *, required: bool = False) -> str: ...
+
+
+@overload
+def env_str(name: str, default: None = None, *, required: bool = False) -> str | None: ...
 
 
 def env_str(name: str, default: str | None = None, *, required: bool = False) -> str | None:

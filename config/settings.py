@@ -36,6 +36,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "audits",
     "interp_jobs",
+    "demo",
 ]
 
 MIDDLEWARE = [
@@ -168,10 +169,14 @@ ASSAY_GPU_QUEUE = env_bool("ASSAY_GPU_QUEUE", False)
 ASSAY_RECONCILE_INTERVAL = env_int("ASSAY_RECONCILE_INTERVAL", 300, minimum=1)
 ASSAY_QUEUED_DEADLINE = env_int("ASSAY_QUEUED_DEADLINE", 900, minimum=1)
 CELERY_BEAT_SCHEDULE = {
-    "reconcile-check-runs": {"task": "interp_jobs.reconcile_check_runs",
-                             "schedule": float(ASSAY_RECONCILE_INTERVAL)},
-    "sign-ledger-checkpoint": {"task": "interp_jobs.sign_ledger_checkpoint",
-                               "schedule": float(ASSAY_RECONCILE_INTERVAL)},
+    "reconcile-check-runs": {
+        "task": "interp_jobs.reconcile_check_runs",
+        "schedule": float(ASSAY_RECONCILE_INTERVAL),
+    },
+    "sign-ledger-checkpoint": {
+        "task": "interp_jobs.sign_ledger_checkpoint",
+        "schedule": float(ASSAY_RECONCILE_INTERVAL),
+    },
 }
 if ASSAY_CHECK_HARD_TIME_LIMIT <= ASSAY_CHECK_SOFT_TIME_LIMIT:
     raise ImproperlyConfigured(

@@ -64,11 +64,14 @@ def model_store(settings, tmp_path):
 
 def register_digested_model(personas, model_store, version="1"):
     """Register the tiny model and compute its digests as the worker job would."""
-    from interp_jobs.tasks import compute_model_digests
+    from interp_jobs.worker.tasks import compute_model_digests
 
     model_version = actions.register_model_version(
-        actor=personas.submitter, family="tiny", version=version,
-        source_path=str((model_store / "tiny").resolve()), fmt="hf_dir",
+        actor=personas.submitter,
+        family="tiny",
+        version=version,
+        source_path=str((model_store / "tiny").resolve()),
+        fmt="hf_dir",
     )
     compute_model_digests(str(model_version.pk))
     model_version.refresh_from_db()
@@ -83,7 +86,9 @@ def model_version(personas, model_store):
 @pytest.fixture
 def policy(personas):
     draft = actions.create_policy(
-        actor=personas.admin, name="integrity", approvals_required=2,
+        actor=personas.admin,
+        name="integrity",
+        approvals_required=2,
         checks=[{"key": "fingerprint", "kind": "weights_fingerprint"}],
     )
     return actions.publish_policy(actor=personas.admin, policy=draft)
@@ -95,7 +100,8 @@ def _append_only_tables_can_be_flushed(request):
     refuse: lift them for the flush and put them back for the next test."""
     marker = request.node.get_closest_marker("django_db")
     transactional = (marker is not None and marker.kwargs.get("transaction")) or (
-        "live_server" in request.fixturenames)
+        "live_server" in request.fixturenames
+    )
     if not transactional:
         yield
         return

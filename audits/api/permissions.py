@@ -20,7 +20,8 @@ class HasAnyRole(BasePermission):
         if not has_role(request.user, *allowed):
             self.message = (
                 f"this action needs one of the roles: {', '.join(r.value for r in allowed)}"
-                if allowed else "this action is not allowed for any role"
+                if allowed
+                else "this action is not allowed for any role"
             )
             return False
         return True

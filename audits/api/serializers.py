@@ -53,9 +53,22 @@ class ModelVersionSerializer(serializers.ModelSerializer):
     class Meta:
         model = ModelVersion
         fields = [
-            "id", "family", "version", "description", "source_path", "format", "parent",
-            "digest_status", "digest_error", "weights_digest", "tokenizer_digest",
-            "config_digest", "file_digests", "digested_at", "registered_by", "registered_at",
+            "id",
+            "family",
+            "version",
+            "description",
+            "source_path",
+            "format",
+            "parent",
+            "digest_status",
+            "digest_error",
+            "weights_digest",
+            "tokenizer_digest",
+            "config_digest",
+            "file_digests",
+            "digested_at",
+            "registered_by",
+            "registered_at",
         ]
         read_only_fields = fields
 
@@ -72,7 +85,8 @@ def _local_path(value: str, roots, setting: str) -> Path:
     if not _inside(path, roots):
         allowed = ", ".join(str(root) for root in roots)
         raise serializers.ValidationError(
-            f"{path} is outside the model store; it must live under: {allowed} ({setting})")
+            f"{path} is outside the model store; it must live under: {allowed} ({setting})"
+        )
     return path
 
 
@@ -81,15 +95,17 @@ class ModelVersionCreateSerializer(StrictSerializer):
     version = serializers.RegexField(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
     source_path = serializers.CharField(max_length=1000)
     format = serializers.ChoiceField(choices=ModelVersion.Format.choices)
-    parent = serializers.PrimaryKeyRelatedField(
+    # A field named like a Field attribute (parent, label): the stubs object, DRF does not.
+    parent = serializers.PrimaryKeyRelatedField(  # type: ignore[assignment]
         queryset=ModelVersion.objects.all(), required=False, allow_null=True
     )
     description = serializers.CharField(required=False, allow_blank=True, max_length=5000)
 
     def validate(self, attrs):
         try:
-            path = _local_path(attrs["source_path"], settings.ASSAY_MODEL_ROOTS,
-                               "ASSAY_MODEL_ROOTS")
+            path = _local_path(
+                attrs["source_path"], settings.ASSAY_MODEL_ROOTS, "ASSAY_MODEL_ROOTS"
+            )
         except serializers.ValidationError as exc:
             raise serializers.ValidationError({"source_path": exc.detail}) from None
         _check_model_source(path, attrs["format"])
@@ -101,18 +117,25 @@ def _check_model_source(path: Path, fmt: str) -> None:
     if fmt == ModelVersion.Format.GGUF:
         if not path.is_file() or path.suffix != ".gguf":
             raise serializers.ValidationError(
-                {"source_path": f"{path} is not an existing .gguf file"})
+                {"source_path": f"{path} is not an existing .gguf file"}
+            )
     elif not path.is_dir():
-        raise serializers.ValidationError(
-            {"source_path": f"{path} is not an existing directory"})
+        raise serializers.ValidationError({"source_path": f"{path} is not an existing directory"})
     elif not (path / "config.json").is_file():
         raise serializers.ValidationError(
-            {"source_path": f"{path} has no config.json; is it a Hugging Face model directory?"})
+            {"source_path": f"{path} has no config.json; is it a Hugging Face model directory?"}
+        )
 
 
 class ModelVersionUpdateSerializer(StrictSerializer):
-    immutable_fields = ModelVersion.IMMUTABLE_FIELDS + ModelVersion.WRITE_ONCE_FIELDS + (
-        "digest_status", "digest_error", "digested_at",
+    immutable_fields = (
+        ModelVersion.IMMUTABLE_FIELDS
+        + ModelVersion.WRITE_ONCE_FIELDS
+        + (
+            "digest_status",
+            "digest_error",
+            "digested_at",
+        )
     )
     description = serializers.CharField(allow_blank=True, max_length=5000)
 
@@ -142,9 +165,20 @@ class PolicySerializer(serializers.ModelSerializer):
     class Meta:
         model = CheckPolicy
         fields = [
-            "id", "name", "version", "description", "status", "approvals_required",
-            "approver_role", "submitter_may_approve", "digest", "required_checks",
-            "created_by", "created_at", "published_by", "published_at",
+            "id",
+            "name",
+            "version",
+            "description",
+            "status",
+            "approvals_required",
+            "approver_role",
+            "submitter_may_approve",
+            "digest",
+            "required_checks",
+            "created_by",
+            "created_at",
+            "published_by",
+            "published_at",
         ]
         read_only_fields = fields
 
@@ -173,8 +207,17 @@ class EvidenceSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Evidence
-        fields = ["id", "check_run", "title", "media_type", "evidence_kind", "sha256", "size",
-                  "created_at", "download_url"]
+        fields = [
+            "id",
+            "check_run",
+            "title",
+            "media_type",
+            "evidence_kind",
+            "sha256",
+            "size",
+            "created_at",
+            "download_url",
+        ]
         read_only_fields = fields
 
     def get_download_url(self, evidence) -> str:
@@ -191,10 +234,29 @@ class CheckRunSerializer(serializers.ModelSerializer):
     class Meta:
         model = CheckRun
         fields = [
-            "id", "release", "check_key", "kind", "blocking", "attempt", "status", "verdict",
-            "metrics", "summary", "error", "progress", "stage", "deliveries", "worker",
-            "provenance", "manifest_digest", "queued_at", "started_at", "finished_at",
-            "duration_seconds", "cancelled_by", "evidence",
+            "id",
+            "release",
+            "check_key",
+            "kind",
+            "blocking",
+            "attempt",
+            "status",
+            "verdict",
+            "metrics",
+            "summary",
+            "error",
+            "progress",
+            "stage",
+            "deliveries",
+            "worker",
+            "provenance",
+            "manifest_digest",
+            "queued_at",
+            "started_at",
+            "finished_at",
+            "duration_seconds",
+            "cancelled_by",
+            "evidence",
         ]
         read_only_fields = fields
 
@@ -223,20 +285,36 @@ class ReleaseSerializer(serializers.ModelSerializer):
     class Meta:
         model = Release
         fields = [
-            "id", "title", "model_version", "policy", "policy_digest", "state",
-            "state_reasons", "submitter", "opened_at", "withdrawn_at", "check_runs",
+            "id",
+            "title",
+            "model_version",
+            "policy",
+            "policy_digest",
+            "state",
+            "state_reasons",
+            "submitter",
+            "opened_at",
+            "withdrawn_at",
+            "check_runs",
             "counting_runs",
         ]
         read_only_fields = fields
 
     def get_counting_runs(self, release) -> list[dict]:
         """Which attempt of each check the gate counts, and why."""
-        from audits.actions import counting_runs
+        from audits.queries import counting_runs
 
-        return [{"check": run.required_check.key, "run": str(run.pk), "attempt": run.attempt,
-                 "why": "the latest attempt counts; earlier attempts and their evidence are "
-                        "kept" if run.attempt > 1 else "the only attempt"}
-                for run in counting_runs(release)]
+        return [
+            {
+                "check": run.required_check.key,
+                "run": str(run.pk),
+                "attempt": run.attempt,
+                "why": "the latest attempt counts; earlier attempts and their evidence are kept"
+                if run.attempt > 1
+                else "the only attempt",
+            }
+            for run in counting_runs(release)
+        ]
 
 
 class ReleaseCreateSerializer(StrictSerializer):
@@ -280,9 +358,10 @@ class ReviewerKeySerializer(serializers.ModelSerializer):
 
 
 class ReviewerKeyCreateSerializer(StrictSerializer):
-    public_key = serializers.CharField(max_length=2000,
-                                       help_text="Ed25519 public key: PEM or raw base64")
-    label = serializers.CharField(max_length=100, required=False, allow_blank=True)
+    public_key = serializers.CharField(
+        max_length=2000, help_text="Ed25519 public key: PEM or raw base64"
+    )
+    label = serializers.CharField(max_length=100, required=False, allow_blank=True)  # type: ignore[assignment]
 
 
 class DecisionSerializer(serializers.ModelSerializer):
@@ -290,9 +369,22 @@ class DecisionSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Decision
-        fields = ["id", "release", "reviewer", "key", "decision", "check_key", "rationale",
-                  "conditions", "evidence_digest", "payload_sha256", "signed_at", "recorded_at",
-                  "statement", "envelope"]
+        fields = [
+            "id",
+            "release",
+            "reviewer",
+            "key",
+            "decision",
+            "check_key",
+            "rationale",
+            "conditions",
+            "evidence_digest",
+            "payload_sha256",
+            "signed_at",
+            "recorded_at",
+            "statement",
+            "envelope",
+        ]
         read_only_fields = fields
 
 
@@ -320,9 +412,22 @@ class LensSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Lens
-        fields = ["id", "model_version", "name", "source_path", "status", "error", "hook_name",
-                  "architecture", "d_in", "d_sae", "digest", "training", "registered_by",
-                  "registered_at"]
+        fields = [
+            "id",
+            "model_version",
+            "name",
+            "source_path",
+            "status",
+            "error",
+            "hook_name",
+            "architecture",
+            "d_in",
+            "d_sae",
+            "digest",
+            "training",
+            "registered_by",
+            "registered_at",
+        ]
         read_only_fields = fields
 
 
@@ -336,7 +441,8 @@ class LensCreateSerializer(StrictSerializer):
         missing = [n for n in ("cfg.json", "sae_weights.safetensors") if not (path / n).is_file()]
         if missing:
             raise serializers.ValidationError(
-                f"{path} is not a lens in SAELens's on-disk format (missing {', '.join(missing)})")
+                f"{path} is not a lens in SAELens's on-disk format (missing {', '.join(missing)})"
+            )
         return str(path)
 
 
@@ -359,15 +465,28 @@ class CatalogFeatureSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = CatalogFeature
-        fields = ["id", "lens", "index", "label", "risk_axis", "status", "evidence",
-                  "proposed_by_run", "carried_from", "match_cosine", "reviewed_by",
-                  "reviewed_at", "created_at"]
+        fields = [
+            "id",
+            "lens",
+            "index",
+            "label",
+            "risk_axis",
+            "status",
+            "evidence",
+            "proposed_by_run",
+            "carried_from",
+            "match_cosine",
+            "reviewed_by",
+            "reviewed_at",
+            "created_at",
+        ]
         read_only_fields = fields
 
 
 class FeatureReviewSerializer(StrictSerializer):
     immutable_fields = ("id", "lens", "index", "evidence", "proposed_by_run", "carried_from")
-    label = serializers.CharField(max_length=200)
+    label = serializers.CharField(max_length=200)  # type: ignore[assignment]
     risk_axis = serializers.SlugField(max_length=40)
-    status = serializers.ChoiceField(choices=[CatalogFeature.Status.CONFIRMED,
-                                              CatalogFeature.Status.REJECTED])
+    status = serializers.ChoiceField(
+        choices=[CatalogFeature.Status.CONFIRMED, CatalogFeature.Status.REJECTED]
+    )

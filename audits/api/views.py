@@ -11,7 +11,7 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
-from audits import actions, gate, ledger, signing, statements
+from audits import actions, gate, ledger, queries, signing, statements
 from audits.api import serializers as s
 from audits.api.permissions import ADMINS, DECIDERS, REVIEWERS, SUBMITTERS
 from audits.canonical import json_digest
@@ -59,8 +59,9 @@ class RecordViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
 
     def answer(self, instance, code=status.HTTP_200_OK, serializer_class=None):
         serializer_class = serializer_class or self.get_serializer_class()
-        return Response(serializer_class(instance, context=self.get_serializer_context()).data,
-                        status=code)
+        return Response(
+            serializer_class(instance, context=self.get_serializer_context()).data, status=code
+        )
 
 
 class ModelVersionViewSet(RecordViewSet):
@@ -75,8 +76,12 @@ class ModelVersionViewSet(RecordViewSet):
     def create(self, request):
         data = self.validated(s.ModelVersionCreateSerializer)
         model_version = actions.register_model_version(
-            actor=request.user, family=data["family"], version=data["version"],
-            source_path=data["source_path"], fmt=data["format"], parent=data.get("parent"),
+            actor=request.user,
+            family=data["family"],
+            version=data["version"],
+            source_path=data["source_path"],
+            fmt=data["format"],
+            parent=data.get("parent"),
             description=data.get("description", ""),
         )
         return self.answer(model_version, status.HTTP_201_CREATED)
@@ -85,7 +90,8 @@ class ModelVersionViewSet(RecordViewSet):
     def partial_update(self, request, pk=None):
         data = self.validated(s.ModelVersionUpdateSerializer)
         model_version = actions.update_model_version(
-            actor=request.user, model_version=self.get_object(),
+            actor=request.user,
+            model_version=self.get_object(),
             description=data.get("description", ""),
         )
         return self.answer(model_version)
@@ -95,7 +101,8 @@ class PolicyViewSet(RecordViewSet):
     """Release policies: drafts are editable; a published version is immutable."""
 
     queryset = CheckPolicy.objects.prefetch_related("required_checks").select_related(
-        "created_by", "published_by")
+        "created_by", "published_by"
+    )
     serializer_class = s.PolicySerializer
     write_roles = {"create": ADMINS, "partial_update": ADMINS, "publish": ADMINS}
     http_method_names = ["get", "post", "patch", "head", "options"]
@@ -112,7 +119,9 @@ class PolicyViewSet(RecordViewSet):
     def create(self, request):
         data = self.validated(s.PolicyCreateSerializer)
         policy = actions.create_policy(
-            actor=request.user, name=data["name"], checks=data["required_checks"],
+            actor=request.user,
+            name=data["name"],
+            checks=data["required_checks"],
             description=data.get("description", ""),
             approvals_required=data["approvals_required"],
             submitter_may_approve=data["submitter_may_approve"],
@@ -138,10 +147,15 @@ class ReleaseViewSet(RecordViewSet):
     """Releases. Opening one queues a check run per required check of its policy."""
 
     queryset = Release.objects.select_related("submitter").prefetch_related(
-        "check_runs__required_check")
+        "check_runs__required_check"
+    )
     serializer_class = s.ReleaseSerializer
-    write_roles = {"create": SUBMITTERS, "withdraw": SUBMITTERS, "decisions": DECIDERS,
-                   "rerun": SUBMITTERS}
+    write_roles = {
+        "create": SUBMITTERS,
+        "withdraw": SUBMITTERS,
+        "decisions": DECIDERS,
+        "rerun": SUBMITTERS,
+    }
 
     def get_queryset(self):
         queryset = super().get_queryset()
@@ -152,9 +166,16 @@ class ReleaseViewSet(RecordViewSet):
         return queryset
 
     @extend_schema(
-        request=s.ReleaseCreateSerializer, responses=s.ReleaseSerializer,
-        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER,
-                                     description="repeat a create safely: same key, same release")],
+        request=s.ReleaseCreateSerializer,
+        responses=s.ReleaseSerializer,
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                str,
+                OpenApiParameter.HEADER,
+                description="repeat a create safely: same key, same release",
+            )
+        ],
     )
     def create(self, request):
         data = self.validated(s.ReleaseCreateSerializer)
@@ -162,10 +183,14 @@ class ReleaseViewSet(RecordViewSet):
         if key is not None and not 1 <= len(key) <= 200:
             raise ValidationError({"Idempotency-Key": "must be 1 to 200 characters"})
         release, created = actions.open_release(
-            actor=request.user, model_version=data["model_version"], policy=data["policy"],
-            title=data.get("title", ""), idempotency_key=key,
-            request_digest=json_digest({k: str(v.pk) if hasattr(v, "pk") else v
-                                        for k, v in data.items()}),
+            actor=request.user,
+            model_version=data["model_version"],
+            policy=data["policy"],
+            title=data.get("title", ""),
+            idempotency_key=key,
+            request_digest=json_digest(
+                {k: str(v.pk) if hasattr(v, "pk") else v for k, v in data.items()}
+            ),
         )
         release = self.get_queryset().get(pk=release.pk)
         return self.answer(release, status.HTTP_201_CREATED if created else status.HTTP_200_OK)
@@ -174,9 +199,15 @@ class ReleaseViewSet(RecordViewSet):
     @action(detail=True, methods=["get"])
     def gate(self, request, pk=None):
         release = self.get_object()
-        answer = gate.evaluate(actions.gate_facts(release))
-        return Response({"release": str(release.pk), "state": answer.state,
-                         "may_ship": answer.may_ship, "reasons": answer.reasons})
+        answer = gate.evaluate(queries.gate_facts(release))
+        return Response(
+            {
+                "release": str(release.pk),
+                "state": answer.state,
+                "may_ship": answer.may_ship,
+                "reasons": answer.reasons,
+            }
+        )
 
     @extend_schema(parameters=[s.StatementQuerySerializer], responses=dict)
     @action(detail=True, methods=["get"])
@@ -188,15 +219,22 @@ class ReleaseViewSet(RecordViewSet):
         user = request.user
         keys = ReviewerKey.objects.filter(user=user, revoked_at__isnull=True)
         body = statements.build(
-            release, decision=query.validated_data["decision"],
-            check=query.validated_data.get("check", ""), signer_username=user.get_username(),
+            release,
+            decision=query.validated_data["decision"],
+            check=query.validated_data.get("check", ""),
+            signer_username=user.get_username(),
             signer_name=user.get_full_name() or user.get_username(),
             key_id=keys.values_list("key_id", flat=True).first() or "",
             signed_at=timezone.now(),
         )
-        return Response({"statement": body, "payload_type": signing.PAYLOAD_TYPE,
-                         "canonicalization": "RFC 8785 (JSON Canonicalization Scheme)",
-                         "summary": statements.summary_lines(body)})
+        return Response(
+            {
+                "statement": body,
+                "payload_type": signing.PAYLOAD_TYPE,
+                "canonicalization": "RFC 8785 (JSON Canonicalization Scheme)",
+                "summary": statements.summary_lines(body),
+            }
+        )
 
     @extend_schema(request=s.DecisionCreateSerializer, responses=s.DecisionSerializer)
     @action(detail=True, methods=["get", "post"])
@@ -205,8 +243,9 @@ class ReleaseViewSet(RecordViewSet):
         if request.method == "GET":
             return Response(s.DecisionSerializer(release.decisions.all(), many=True).data)
         data = self.validated(s.DecisionCreateSerializer)
-        decision = actions.record_decision(actor=request.user, release=release,
-                                           envelope=data["envelope"])
+        decision = actions.record_decision(
+            actor=request.user, release=release, envelope=data["envelope"]
+        )
         return self.answer(decision, status.HTTP_201_CREATED, s.DecisionSerializer)
 
     @extend_schema(request=s.RerunSerializer, responses=s.CheckRunSerializer)
@@ -214,17 +253,20 @@ class ReleaseViewSet(RecordViewSet):
     def rerun(self, request, pk=None):
         """Run one required check again: a new attempt; the old one and its evidence stay."""
         data = self.validated(s.RerunSerializer)
-        run = actions.rerun_check(actor=request.user, release=self.get_object(),
-                                  check_key=data["check"])
-        return self.answer(CheckRun.objects.get(pk=run.pk), status.HTTP_201_CREATED,
-                           s.CheckRunSerializer)
+        run = actions.rerun_check(
+            actor=request.user, release=self.get_object(), check_key=data["check"]
+        )
+        return self.answer(
+            CheckRun.objects.get(pk=run.pk), status.HTTP_201_CREATED, s.CheckRunSerializer
+        )
 
     @extend_schema(request=s.WithdrawSerializer, responses=s.ReleaseSerializer)
     @action(detail=True, methods=["post"])
     def withdraw(self, request, pk=None):
         data = self.validated(s.WithdrawSerializer)
-        release = actions.withdraw_release(actor=request.user, release=self.get_object(),
-                                           reason=data["reason"])
+        release = actions.withdraw_release(
+            actor=request.user, release=self.get_object(), reason=data["reason"]
+        )
         return self.answer(self.get_queryset().get(pk=release.pk))
 
 
@@ -232,7 +274,8 @@ class CheckRunViewSet(RecordViewSet):
     """Check runs: status, progress, verdict, metrics, timings; cancel a queued or running one."""
 
     queryset = CheckRun.objects.select_related("required_check", "cancelled_by").prefetch_related(
-        "evidence")
+        "evidence"
+    )
     serializer_class = s.CheckRunSerializer
     write_roles = {"cancel": SUBMITTERS}
 
@@ -274,7 +317,8 @@ class EvidenceViewSet(RecordViewSet):
             data = evidence.read_bytes()
         except EvidenceIntegrityError as exc:
             actions.record_evidence_integrity_failure(
-                actor=request.user, evidence=evidence, message=str(exc))
+                actor=request.user, evidence=evidence, message=str(exc)
+            )
             raise
         response = HttpResponse(data, content_type=evidence.media_type)
         response["Content-Disposition"] = f'attachment; filename="{evidence.title}"'
@@ -307,8 +351,9 @@ class ReviewerKeyViewSet(RecordViewSet):
     @extend_schema(request=s.ReviewerKeyCreateSerializer, responses=s.ReviewerKeySerializer)
     def create(self, request):
         data = self.validated(s.ReviewerKeyCreateSerializer)
-        key = actions.register_reviewer_key(actor=request.user, public_key=data["public_key"],
-                                            label=data.get("label", ""))
+        key = actions.register_reviewer_key(
+            actor=request.user, public_key=data["public_key"], label=data.get("label", "")
+        )
         return self.answer(key, status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses=s.ReviewerKeySerializer)
@@ -338,23 +383,28 @@ class LedgerViewSet(viewsets.ViewSet):
     def public_key(self, request):
         return Response(ledger.server_public_key())
 
-    @extend_schema(responses=dict, parameters=[OpenApiParameter("seq", int),
-                                               OpenApiParameter("tree_size", int)])
+    @extend_schema(
+        responses=dict,
+        parameters=[OpenApiParameter("seq", int), OpenApiParameter("tree_size", int)],
+    )
     @action(detail=False, methods=["get"])
     def inclusion(self, request):
         try:
-            return Response(ledger.inclusion(_int_param(request, "seq"),
-                                             _int_param(request, "tree_size")))
+            return Response(
+                ledger.inclusion(_int_param(request, "seq"), _int_param(request, "tree_size"))
+            )
         except ValueError as exc:
             raise ValidationError({"detail": str(exc)}) from None
 
-    @extend_schema(responses=dict, parameters=[OpenApiParameter("first", int),
-                                               OpenApiParameter("second", int)])
+    @extend_schema(
+        responses=dict, parameters=[OpenApiParameter("first", int), OpenApiParameter("second", int)]
+    )
     @action(detail=False, methods=["get"])
     def consistency(self, request):
         try:
-            return Response(ledger.consistency(_int_param(request, "first"),
-                                               _int_param(request, "second")))
+            return Response(
+                ledger.consistency(_int_param(request, "first"), _int_param(request, "second"))
+            )
         except ValueError as exc:
             raise ValidationError({"detail": str(exc)}) from None
 
@@ -380,15 +430,23 @@ class LensViewSet(RecordViewSet):
         model_version = data.pop("model_version")
         target = settings.ASSAY_LENS_STORE / str(model_version.pk) / data["name"]
         lens = actions.request_lens_training(
-            actor=request.user, model_version=model_version, name=data["name"],
-            target=str(target), request=data)
+            actor=request.user,
+            model_version=model_version,
+            name=data["name"],
+            target=str(target),
+            request=data,
+        )
         return self.answer(lens, status.HTTP_201_CREATED)
 
     @extend_schema(request=s.LensCreateSerializer, responses=s.LensSerializer)
     def create(self, request):
         data = self.validated(s.LensCreateSerializer)
-        lens = actions.register_lens(actor=request.user, model_version=data["model_version"],
-                                     name=data["name"], source_path=data["source_path"])
+        lens = actions.register_lens(
+            actor=request.user,
+            model_version=data["model_version"],
+            name=data["name"],
+            source_path=data["source_path"],
+        )
         return self.answer(lens, status.HTTP_201_CREATED)
 
 

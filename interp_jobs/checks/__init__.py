@@ -47,10 +47,15 @@ def register_all() -> None:
     for kind in CHECK_MODULES:
         module = check_module(kind)
         soft = getattr(module, "SOFT_TIME_LIMIT", settings.ASSAY_CHECK_SOFT_TIME_LIMIT)
-        checkkinds.register(checkkinds.CheckKind(
-            name=kind, description=module.DESCRIPTION, evidence_kind=module.EVIDENCE_KIND,
-            validate_parameters=_validator(module.Parameters, "parameters"),
-            validate_thresholds=_validator(module.Thresholds, "thresholds"),
-            soft_time_limit=soft, time_limit=soft + max(60, soft // 10),
-            heavy=getattr(module, "HEAVY", True),
-        ))
+        checkkinds.register(
+            checkkinds.CheckKind(
+                name=kind,
+                description=module.DESCRIPTION,
+                evidence_kind=module.EVIDENCE_KIND,
+                validate_parameters=_validator(module.Parameters, "parameters"),
+                validate_thresholds=_validator(module.Thresholds, "thresholds"),
+                soft_time_limit=soft,
+                time_limit=soft + max(60, soft // 10),
+                heavy=getattr(module, "HEAVY", True),
+            )
+        )

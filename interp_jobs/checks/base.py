@@ -1,14 +1,14 @@
 """What every check kind shares: its context, its result, and parameter validation.
 
-Nothing here imports Django: a check is callable as a library, and interp_jobs.runner connects
-it to the records.
+Nothing here imports Django: a check is callable as a library, and interp_jobs.worker.runner
+connects it to the records.
 """
 
 import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -83,11 +83,18 @@ def _ignore_log(line: str) -> None:
     return None
 
 
+P = TypeVar("P", bound=Spec)
+T = TypeVar("T", bound=Spec)
+
+
 @dataclass(frozen=True)
-class CheckContext:
+class CheckContext(Generic[P, T]):
+    """What a check reads: the model, its lenses and catalog, and the validated parameters and
+    thresholds of the check kind (CheckContext[Parameters, Thresholds] in each kind's module)."""
+
     model: ModelRef
-    parameters: Spec
-    thresholds: Spec
+    parameters: P
+    thresholds: T
     lenses: tuple[LensRef, ...] = ()
     catalog: tuple[CatalogFeature, ...] = ()
     # version_drift compares the model under test with this earlier version.

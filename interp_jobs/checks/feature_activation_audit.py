@@ -8,8 +8,8 @@ and the neutral controls; optionally a seeded subset of ``n_prompts`` per axis) 
 the chat template and run only up to the lens's hook point; only the audited features' encoder
 columns are computed where the lens architecture allows it. Per prompt and feature: the maximum
 and the mean activation over the tokens of the user's text (scaffolding and padding never
-count; see interp_jobs.engine.features). A prompt *fires* a feature when its maximum exceeds
-``firing_threshold``; the firing rate of a feature on an axis is the fraction of that axis's
+count; see interp_jobs.engine.analysis.features). A prompt *fires* a feature when its maximum
+exceeds ``firing_threshold``; the firing rate of a feature on an axis is the fraction of that axis's
 prompts that fire it.
 
 Thresholds (each optional; each applies to every audited feature):
@@ -41,10 +41,13 @@ from interp_jobs.checks.base import (
     evidence_json,
 )
 from interp_jobs.checks.figures import heatmap_svg
-from interp_jobs.checks.resources import load_lens_for, load_model_for
+from interp_jobs.checks.inputs import load_lens_for, load_model_for
+from interp_jobs.checks.probing import ProbeParameters
 
-DESCRIPTION = ("firing rate and per-prompt max/mean activation of the catalog's risk features "
-               "on every probe axis, against false-alarm and detection thresholds")
+DESCRIPTION = (
+    "firing rate and per-prompt max/mean activation of the catalog's risk features "
+    "on every probe axis, against false-alarm and detection thresholds"
+)
 EVIDENCE_KIND = OBSERVED
 INTERPRETATION = (
     "Observed activations: how often and how strongly each catalogued feature fires on each "
@@ -56,27 +59,20 @@ INTERPRETATION = (
 NOT_MEASURED = "not measured"
 
 
-class Parameters(Spec):
+class Parameters(ProbeParameters):
     lens: str | None = Field(None, description="audit only catalog features of this lens")
     feature_axes: tuple[str, ...] | None = Field(
-        None, min_length=1, description="audit only catalog features labelled with these axes")
+        None, min_length=1, description="audit only catalog features labelled with these axes"
+    )
     probe_axes: tuple[str, ...] | None = Field(
-        None, min_length=1, description="probe axes to run (default: all, neutral included)")
+        None, min_length=1, description="probe axes to run (default: all, neutral included)"
+    )
     n_prompts: int | None = Field(None, ge=1, description="cap per probe axis (seeded subset)")
     firing_threshold: float = Field(0.0, ge=0.0, description="a prompt fires when max > this")
-    batch_size: int = Field(8, ge=1, le=512)
-    probe_set: str = "v1"
-    seed: int = 0
 
     @model_validator(mode="after")
     def _probe_axes_exist(self):
-        from interp_jobs.probes import load_probe_set
-
-        known = load_probe_set(self.probe_set).axes  # ProbeSetError is a ValueError
-        unknown = [axis for axis in self.probe_axes or () if axis not in known]
-        if unknown:
-            raise ValueError(f"probe_axes {unknown} are not in probe set {self.probe_set}; "
-                             f"known axes: {', '.join(known)}")
+        self.check_axes("probe_axes", self.probe_axes, risk_only=False)
         return self
 
 
@@ -85,7 +81,10 @@ class Thresholds(Spec):
     min_firing_rate_on_own_axis: float | None = Field(None, ge=0.0, le=1.0)
 
 
-def run(context: CheckContext) -> CheckResult:
+Context = CheckContext[Parameters, Thresholds]
+
+
+def run(context: Context) -> CheckResult:
     params = context.parameters
     context.progress(0.0, "loading probes")
     entries = _audited_entries(context)
@@ -99,11 +98,12 @@ def run(context: CheckContext) -> CheckResult:
     return _result(context, report)
 
 
-def _audited_entries(context: CheckContext) -> list:
+def _audited_entries(context: Context) -> list:
     params = context.parameters
     order = {ref.name: i for i, ref in enumerate(context.lenses)}
     entries = [
-        f for f in context.catalog
+        f
+        for f in context.catalog
         if (params.lens is None or f.lens == params.lens)
         and (params.feature_axes is None or f.risk_axis in params.feature_axes)
     ]
@@ -111,12 +111,14 @@ def _audited_entries(context: CheckContext) -> list:
 
 
 def _probes(params) -> tuple:
-    from interp_jobs.engine.features import subset
+    from interp_jobs.engine.analysis.features import subset
     from interp_jobs.probes import load_probe_set
 
     probe_set = load_probe_set(params.probe_set, params.probe_axes)
-    prompts = {axis: subset(probe_set.for_axis(axis), params.n_prompts, params.seed)
-               for axis in probe_set.axes}
+    prompts = {
+        axis: subset(probe_set.for_axis(axis), params.n_prompts, params.seed)
+        for axis in probe_set.axes
+    }
     return probe_set, prompts
 
 
@@ -130,10 +132,17 @@ def _check_threshold_axes(thresholds, prompts: dict) -> None:
         )
 
 
-def _measure(context: CheckContext, entries: list, prompts: dict) -> tuple[list, dict]:
+def _lens_progress(context: Context, i: int, n: int, name: str):
+    def report(done: float) -> None:
+        context.progress(0.05 + 0.9 * (i + done) / n, f"reading features of lens {name}")
+
+    return report
+
+
+def _measure(context: Context, entries: list, prompts: dict) -> tuple[list, dict]:
     """One pass per lens over all prompts, encoding only that lens's audited features."""
-    from interp_jobs.engine.features import prompt_feature_stats
-    from interp_jobs.engine.lenses import lens_info
+    from interp_jobs.engine.analysis.features import prompt_feature_stats
+    from interp_jobs.engine.loading.lenses import lens_info
 
     params = context.parameters
     loaded = load_model_for(context)
@@ -147,14 +156,22 @@ def _measure(context: CheckContext, entries: list, prompts: dict) -> tuple[list,
         indices = sorted({entry.index for entry in group})
         context.log(f"lens {name}: {len(indices)} feature(s) on {len(texts)} prompts")
         stats = prompt_feature_stats(
-            loaded, lens, texts, indices, batch_size=params.batch_size,
-            progress=lambda done, i=i, name=name: context.progress(
-                0.05 + 0.9 * (i + done) / len(groups), f"reading features of lens {name}"),
+            loaded,
+            lens,
+            texts,
+            indices,
+            batch_size=params.batch_size,
+            progress=_lens_progress(context, i, len(groups), name),
         )
-        rows += [_feature_row(entry, stats, indices.index(entry.index), prompts, params)
-                 for entry in group]
-        lenses[name] = {"digest": ref.digest, "n_whole_prompt": stats.tokens.n_whole_prompt,
-                        **lens_info(lens)}
+        rows += [
+            _feature_row(entry, stats, indices.index(entry.index), prompts, params)
+            for entry in group
+        ]
+        lenses[name] = {
+            "digest": ref.digest,
+            "n_whole_prompt": stats.tokens.n_whole_prompt,
+            **lens_info(lens),
+        }
     return rows, lenses
 
 
@@ -162,11 +179,17 @@ def _feature_row(entry, stats, column: int, prompts: dict, params) -> dict:
     axes, start = {}, 0
     for axis, axis_prompts in prompts.items():
         rows = slice(start, start + len(axis_prompts))
-        axes[axis] = _axis_stats(stats.max[rows, column], stats.mean[rows, column],
-                                 params.firing_threshold)
+        axes[axis] = _axis_stats(
+            stats.max[rows, column], stats.mean[rows, column], params.firing_threshold
+        )
         start += len(axis_prompts)
-    return {"lens": entry.lens, "feature": entry.index, "label": entry.label,
-            "risk_axis": entry.risk_axis, "axes": axes}
+    return {
+        "lens": entry.lens,
+        "feature": entry.index,
+        "label": entry.label,
+        "risk_axis": entry.risk_axis,
+        "axes": axes,
+    }
 
 
 def _axis_stats(maxima, means, firing_threshold: float) -> dict:
@@ -175,9 +198,11 @@ def _axis_stats(maxima, means, firing_threshold: float) -> dict:
         "n_prompts": int(maxima.numel()),
         "n_firing": int(fired.sum()),
         "firing_rate": float(fired.double().mean()),
-        "max_activation": {"mean": float(maxima.double().mean()),
-                           "median": float(maxima.double().quantile(0.5)),
-                           "max": float(maxima.max())},
+        "max_activation": {
+            "mean": float(maxima.double().mean()),
+            "median": float(maxima.double().quantile(0.5)),
+            "max": float(maxima.max()),
+        },
         "mean_activation": {"mean": float(means.double().mean()), "max": float(means.max())},
         "per_prompt_max": maxima.tolist(),
     }
@@ -187,10 +212,18 @@ def _threshold_checks(row: dict, thresholds) -> list[dict]:
     from interp_jobs.probes import NEUTRAL_AXIS
 
     wanted = [
-        ("max_firing_rate_on_neutral", NEUTRAL_AXIS, thresholds.max_firing_rate_on_neutral,
-         lambda rate, limit: rate <= limit),
-        ("min_firing_rate_on_own_axis", row["risk_axis"],
-         thresholds.min_firing_rate_on_own_axis, lambda rate, limit: rate >= limit),
+        (
+            "max_firing_rate_on_neutral",
+            NEUTRAL_AXIS,
+            thresholds.max_firing_rate_on_neutral,
+            lambda rate, limit: rate <= limit,
+        ),
+        (
+            "min_firing_rate_on_own_axis",
+            row["risk_axis"],
+            thresholds.min_firing_rate_on_own_axis,
+            lambda rate, limit: rate >= limit,
+        ),
     ]
     checks = []
     for name, axis, limit, holds in wanted:
@@ -198,8 +231,9 @@ def _threshold_checks(row: dict, thresholds) -> list[dict]:
             continue
         rate = row["axes"][axis]["firing_rate"] if axis in row["axes"] else None
         result = NOT_MEASURED if rate is None else ("pass" if holds(rate, limit) else "fail")
-        checks.append({"threshold": name, "axis": axis, "firing_rate": rate, "limit": limit,
-                       "result": result})
+        checks.append(
+            {"threshold": name, "axis": axis, "firing_rate": rate, "limit": limit, "result": result}
+        )
     return checks
 
 
@@ -219,12 +253,13 @@ def _report(context, rows, prompts, probe_set, lenses) -> dict:
         "evidence_kind": EVIDENCE_KIND,
         "interpretation": INTERPRETATION,
         "score": "per prompt: a feature's maximum (and mean) activation over the tokens of the "
-                 "user's text; fires when the maximum > firing_threshold",
+        "user's text; fires when the maximum > firing_threshold",
         "parameters": context.parameters.model_dump(mode="json"),
         "thresholds": context.thresholds.model_dump(mode="json"),
         "probe_set": {"version": probe_set.version, "digest": probe_set.digest},
-        "prompt_ids": {axis: [p.id for p in axis_prompts] for axis, axis_prompts in
-                       prompts.items()},
+        "prompt_ids": {
+            axis: [p.id for p in axis_prompts] for axis, axis_prompts in prompts.items()
+        },
         "lenses": lenses,
         "token_scope": "user text only (chat-template scaffolding and padding excluded)",
         "verdict": _verdict(rows, context.thresholds),
@@ -255,24 +290,32 @@ def _summary(report: dict, metrics: dict) -> str:
     verdict, thresholds = report["verdict"], report["thresholds"]
     axes = ", ".join(f"{axis} ({len(ids)})" for axis, ids in report["prompt_ids"].items())
     if not report["features"]:
-        return ("No catalog features matched this audit (the catalog is empty for the chosen "
-                f"lens and axes), so nothing was measured on the probe prompts ({axes}); the "
-                "verdict is inconclusive.")
-    text = (f"Observed activations of {metrics['n_features']} catalog feature(s) on probe "
-            f"prompts per axis: {axes}. Worst neutral firing rate "
-            f"{_rate(metrics['max_neutral_firing_rate'])}, lowest own-axis firing rate "
-            f"{_rate(metrics['min_own_axis_firing_rate'])}. ")
+        return (
+            "No catalog features matched this audit (the catalog is empty for the chosen "
+            f"lens and axes), so nothing was measured on the probe prompts ({axes}); the "
+            "verdict is inconclusive."
+        )
+    text = (
+        f"Observed activations of {metrics['n_features']} catalog feature(s) on probe "
+        f"prompts per axis: {axes}. Worst neutral firing rate "
+        f"{_rate(metrics['max_neutral_firing_rate'])}, lowest own-axis firing rate "
+        f"{_rate(metrics['min_own_axis_firing_rate'])}. "
+    )
     given = {k: v for k, v in thresholds.items() if v is not None}
     if not given:
         text += "No thresholds were set, so there is no verdict. "
     else:
         limits = ", ".join(f"{k} = {v}" for k, v in given.items())
-        text += (f"Against {limits}: {metrics['n_features_failing']} feature(s) fail, verdict "
-                 f"{verdict}. ")
+        text += (
+            f"Against {limits}: {metrics['n_features_failing']} feature(s) fail, verdict "
+            f"{verdict}. "
+        )
         if verdict == INCONCLUSIVE:
             text += "Some feature's own axis is not among the probe axes, so it was not measured. "
-    return text + ("Firing rates are observations on these prompts, not evidence that a "
-                   "feature causes behaviour.")
+    return text + (
+        "Firing rates are observations on these prompts, not evidence that a "
+        "feature causes behaviour."
+    )
 
 
 def _rate(value: float | None) -> str:
@@ -288,11 +331,12 @@ def _figure(report: dict) -> bytes:
     notes = [f"cell = fraction of the axis's prompts whose max activation > {threshold}"]
     if not rows:
         notes.insert(0, "no catalog features audited")
-    return heatmap_svg("Catalog features: firing rate per probe axis", labels, axes, values,
-                       notes=notes)
+    return heatmap_svg(
+        "Catalog features: firing rate per probe axis", labels, axes, values, notes=notes
+    )
 
 
-def _result(context: CheckContext, report: dict) -> CheckResult:
+def _result(context: Context, report: dict) -> CheckResult:
     metrics = _metrics(report)
     provenance = {
         "lenses": report["lenses"],

@@ -6,8 +6,8 @@ Evidence kind: observed (activations read from the model; nothing is edited).
 Measurement. Every prompt of the axis and of the neutral controls (optionally a seeded subset of
 ``n_prompts`` per group) is wrapped in the chat template and run to the lens's hook point. A
 feature's score on a prompt is its maximum activation over the tokens of the user's text
-(scaffolding and padding never count; see interp_jobs.engine.features). For every feature of
-the lens: AUROC (Mann-Whitney, ties averaged: the probability that a risk prompt scores higher
+(scaffolding and padding never count; see interp_jobs.engine.analysis.features). For every feature
+of the lens: AUROC (Mann-Whitney, ties averaged: the probability that a risk prompt scores higher
 than a neutral one), Cohen's d of the scores (pooled sd; 0 when both groups are constant and
 equal, +/-inf when constant and different), and the firing rates (score > firing_threshold) in
 both groups. Features are ranked by AUROC, then effect size, then index. As a chance level the
@@ -38,10 +38,13 @@ from interp_jobs.checks.base import (
     evidence_json,
 )
 from interp_jobs.checks.figures import bars_with_lines_svg
-from interp_jobs.checks.resources import load_lens_for, load_model_for
+from interp_jobs.checks.inputs import load_lens_for, load_model_for
+from interp_jobs.checks.probing import ProbeParameters
 
-DESCRIPTION = ("contrastive ranking of lens features for a risk axis (risk prompts vs. neutral "
-               "controls): AUROC, effect size, firing rates, top-activating contexts")
+DESCRIPTION = (
+    "contrastive ranking of lens features for a risk axis (risk prompts vs. neutral "
+    "controls): AUROC, effect size, firing rates, top-activating contexts"
+)
 EVIDENCE_KIND = OBSERVED
 INTERPRETATION = (
     "Observed activations: how differently lens features fire on this axis's risk prompts than "
@@ -53,7 +56,7 @@ INTERPRETATION = (
 )
 
 
-class Parameters(Spec):
+class Parameters(ProbeParameters):
     axis: str = Field(description="risk axis whose prompts are contrasted with neutral controls")
     lens: str | None = Field(None, description="lens name; the model's first lens if omitted")
     top_n: int = Field(20, ge=1, le=500, description="features reported (ranked by AUROC)")
@@ -62,19 +65,10 @@ class Parameters(Spec):
     context_tokens: int = Field(6, ge=0, le=50, description="tokens each side of the peak")
     firing_threshold: float = Field(0.0, ge=0.0, description="a prompt fires when score > this")
     label_shuffles: int = Field(10, ge=0, le=200, description="chance-level shuffles")
-    batch_size: int = Field(8, ge=1, le=512)
-    probe_set: str = "v1"
-    seed: int = 0
 
     @model_validator(mode="after")
     def _axis_is_a_risk_axis_of_the_probe_set(self):
-        from interp_jobs.probes import NEUTRAL_AXIS, load_probe_set
-
-        axes = load_probe_set(self.probe_set).axes  # ProbeSetError is a ValueError
-        risk_axes = [axis for axis in axes if axis != NEUTRAL_AXIS]
-        if self.axis not in risk_axes:
-            raise ValueError(f"axis {self.axis!r} is not a risk axis of probe set "
-                             f"{self.probe_set}; use one of: {', '.join(risk_axes)}")
+        self.check_axes("axis", [self.axis], risk_only=True)
         return self
 
 
@@ -94,18 +88,25 @@ class Thresholds(Spec):
         return self
 
 
-def run(context: CheckContext) -> CheckResult:
-    from interp_jobs.engine import features
+Context = CheckContext[Parameters, Thresholds]
+
+
+def run(context: Context) -> CheckResult:
+    from interp_jobs.engine.analysis import features
 
     params = context.parameters
     context.progress(0.0, "loading probes, model and lens")
     probe_set, risk, neutral = _probes(params)
     loaded = load_model_for(context)
     lens, ref = load_lens_for(context, params.lens, loaded)
-    context.log(f"{len(risk)} {params.axis} and {len(neutral)} neutral prompts, "
-                f"{lens.cfg.d_sae} features")
+    context.log(
+        f"{len(risk)} {params.axis} and {len(neutral)} neutral prompts, {lens.cfg.d_sae} features"
+    )
     stats = features.prompt_feature_stats(
-        loaded, lens, [p.prompt for p in risk + neutral], batch_size=params.batch_size,
+        loaded,
+        lens,
+        [p.prompt for p in risk + neutral],
+        batch_size=params.batch_size,
         progress=lambda done: context.progress(0.05 + 0.85 * done, "reading feature activations"),
     )
     context.progress(0.92, "ranking features")
@@ -116,7 +117,7 @@ def run(context: CheckContext) -> CheckResult:
 
 
 def _probes(params):
-    from interp_jobs.engine.features import subset
+    from interp_jobs.engine.analysis.features import subset
     from interp_jobs.probes import load_probe_set
 
     probe_set = load_probe_set(params.probe_set)
@@ -129,7 +130,7 @@ def _feature_table(stats, n_risk: int, params, thresholds) -> dict:
     """Per-feature statistics over the whole lens, the ranking, and who meets the bar."""
     import torch
 
-    from interp_jobs.engine import features
+    from interp_jobs.engine.analysis import features
 
     risk, neutral = stats.max[:n_risk], stats.max[n_risk:]
     table = {
@@ -144,7 +145,8 @@ def _feature_table(stats, n_risk: int, params, thresholds) -> dict:
     table["order"] = by_effect[torch.sort(-table["auroc"][by_effect], stable=True).indices]
     table["found"] = _meets_bar(table, thresholds)
     table["chance"] = features.shuffled_best_auroc(
-        risk, neutral, shuffles=params.label_shuffles, seed=params.seed)
+        risk, neutral, shuffles=params.label_shuffles, seed=params.seed
+    )
     return table
 
 
@@ -173,17 +175,23 @@ def _feature_row(table: dict, stats, column: int, rank: int) -> dict:
 
 
 def _report(context, stats, table, tokenizer, risk, neutral) -> dict:
-    from interp_jobs.engine.features import top_contexts
+    from interp_jobs.engine.analysis.features import top_contexts
 
     params = context.parameters
     labels = _catalog_labels(context, params.lens)
     rows = []
-    for rank, column in enumerate(table["order"][:params.top_n].tolist(), start=1):
+    for rank, column in enumerate(table["order"][: params.top_n].tolist(), start=1):
         row = _feature_row(table, stats, column, rank)
         row["catalog_label"] = labels.get(row["feature"])
-        contexts = top_contexts(stats, tokenizer, column, range(len(risk)),
-                                k=params.contexts_per_feature, window=params.context_tokens,
-                                min_activation=params.firing_threshold)
+        contexts = top_contexts(
+            stats,
+            tokenizer,
+            column,
+            range(len(risk)),
+            k=params.contexts_per_feature,
+            window=params.context_tokens,
+            min_activation=params.firing_threshold,
+        )
         row["contexts"] = [_with_probe_id(c, risk) for c in contexts]
         rows.append(row)
     found = table["found"]
@@ -198,8 +206,10 @@ def _report(context, stats, table, tokenizer, risk, neutral) -> dict:
         "thresholds": context.thresholds.model_dump(mode="json"),
         "n_features_scanned": int(stats.feature_indices.numel()),
         "n_features_found": None if found is None else int(found.sum()),
-        "best_effect_size": {"feature": int(stats.feature_indices[best_d]),
-                             "effect_size": float(table["effect_size"][best_d])},
+        "best_effect_size": {
+            "feature": int(stats.feature_indices[best_d]),
+            "effect_size": float(table["effect_size"][best_d]),
+        },
         "chance_best_auroc": table["chance"],
         "risk_probe_ids": [p.id for p in risk],
         "neutral_probe_ids": [p.id for p in neutral],
@@ -213,13 +223,13 @@ def _with_probe_id(context_row: dict, probes) -> dict:
     return row
 
 
-def _catalog_labels(context: CheckContext, lens_name: str | None) -> dict[int, str]:
+def _catalog_labels(context: Context, lens_name: str | None) -> dict[int, str]:
     name = lens_name or (context.lenses[0].name if context.lenses else None)
     return {f.index: f.label for f in context.catalog if f.lens == name}
 
 
 def _provenance(lens, ref, probe_set, stats) -> dict:
-    from interp_jobs.engine.lenses import lens_info
+    from interp_jobs.engine.loading.lenses import lens_info
 
     return {
         "lens": {"name": ref.name, "digest": ref.digest, **lens_info(lens)},
@@ -274,10 +284,14 @@ def _summary(report: dict, metrics: dict, thresholds, verdict: str) -> str:
     if verdict == INCONCLUSIVE:
         text += "No thresholds were set, so there is no verdict; the ranking is reported. "
     else:
-        text += (f"{report['n_features_found']} feature(s) meet the bar ({_bar(thresholds)}); "
-                 f"at least {thresholds.min_features_found} required: {verdict}. ")
-    return text + ("Separation on these prompt sets is not evidence that a feature causes "
-                   "behaviour; the contexts show where each feature peaks.")
+        text += (
+            f"{report['n_features_found']} feature(s) meet the bar ({_bar(thresholds)}); "
+            f"at least {thresholds.min_features_found} required: {verdict}. "
+        )
+    return text + (
+        "Separation on these prompt sets is not evidence that a feature causes "
+        "behaviour; the contexts show where each feature peaks."
+    )
 
 
 def _bar(thresholds) -> str:
@@ -291,8 +305,10 @@ def _bar(thresholds) -> str:
 
 def _figure(report: dict, thresholds) -> bytes:
     shown = report["features"][:30]
-    bars = [(f"#{row['rank']} f{row['feature']} (d={row['effect_size']:.2f})", row["auroc"])
-            for row in shown]
+    bars = [
+        (f"#{row['rank']} f{row['feature']} (d={row['effect_size']:.2f})", row["auroc"])
+        for row in shown
+    ]
     lines = [("chance (0.5)", 0.5)]
     if report["chance_best_auroc"]:
         lines.append(("best AUROC, shuffled labels", max(report["chance_best_auroc"])))
@@ -300,20 +316,28 @@ def _figure(report: dict, thresholds) -> bytes:
         lines.insert(0, ("min_auroc", thresholds.min_auroc))
     return bars_with_lines_svg(
         f"Feature discovery, axis '{report['axis']}': AUROC of the top {len(shown)} features",
-        bars, lines=lines,
-        notes=[f"{len(report['risk_probe_ids'])} risk vs {len(report['neutral_probe_ids'])} "
-               "neutral prompts; score = max activation over the user's text"],
+        bars,
+        lines=lines,
+        notes=[
+            f"{len(report['risk_probe_ids'])} risk vs {len(report['neutral_probe_ids'])} "
+            "neutral prompts; score = max activation over the user's text"
+        ],
     )
 
 
-def _result(context: CheckContext, report: dict) -> CheckResult:
+def _result(context: Context, report: dict) -> CheckResult:
     thresholds = context.thresholds
     metrics = _metrics(report)
     verdict = _verdict(report, thresholds)
-    provenance = {key: report[key] for key in
-                  ("lens", "probe_set", "token_scope", "n_prompts_whole_prompt_counted")}
-    provenance.update(parameters=report["parameters"], n_risk_prompts=metrics["n_risk_prompts"],
-                      n_neutral_prompts=metrics["n_neutral_prompts"])
+    provenance = {
+        key: report[key]
+        for key in ("lens", "probe_set", "token_scope", "n_prompts_whole_prompt_counted")
+    }
+    provenance.update(
+        parameters=report["parameters"],
+        n_risk_prompts=metrics["n_risk_prompts"],
+        n_neutral_prompts=metrics["n_neutral_prompts"],
+    )
     context.progress(1.0, "done")
     return CheckResult(
         verdict=verdict,

@@ -45,7 +45,7 @@ from typing import Annotated, Literal
 
 from pydantic import Discriminator, Field, Tag, model_validator
 
-from interp_jobs.checks import resources
+from interp_jobs.checks import inputs
 from interp_jobs.checks.base import (
     FAIL,
     INCONCLUSIVE,
@@ -58,11 +58,14 @@ from interp_jobs.checks.base import (
     Spec,
     evidence_json,
 )
+from interp_jobs.checks.probing import ProbeParameters
 from interp_jobs.probes import NEUTRAL_AXIS, RISK_AXES
 
-DESCRIPTION = ("ablate, clamp or steer catalog features (SAE error term kept): change in "
-               "refusal-opening probability on risk prompts, KL on neutral controls, and greedy "
-               "generations before and after")
+DESCRIPTION = (
+    "ablate, clamp or steer catalog features (SAE error term kept): change in "
+    "refusal-opening probability on risk prompts, KL on neutral controls, and greedy "
+    "generations before and after"
+)
 EVIDENCE_KIND = INTERVENTION
 CONTROLS = NEUTRAL_AXIS
 RiskAxis = Literal["weapons", "cyber", "fraud", "self_harm"]
@@ -100,31 +103,33 @@ def _selector_kind(value) -> str | None:
 
 
 FeatureSelector = Annotated[
-    Annotated[FeatureRef, Tag("ref")] | Annotated[AxisFeatures, Tag("axis")]
+    Annotated[FeatureRef, Tag("ref")]
+    | Annotated[AxisFeatures, Tag("axis")]
     | Annotated[str, Tag("label")],
-    Discriminator(_selector_kind, custom_error_type="feature_selector",
-                  custom_error_message="a feature is {'lens': name, 'index': i}, a catalog "
-                                       "label, or {'axis': risk axis}"),
+    Discriminator(
+        _selector_kind,
+        custom_error_type="feature_selector",
+        custom_error_message="a feature is {'lens': name, 'index': i}, a catalog "
+        "label, or {'axis': risk axis}",
+    ),
 ]
 
 
-class Parameters(Spec):
+class Parameters(ProbeParameters):
     features: list[FeatureSelector] = Field(min_length=1)
     mode: Literal["ablate", "clamp", "steer"] = "ablate"
     ablation: Literal["zero", "mean"] = "zero"
     value: float | None = Field(default=None, allow_inf_nan=False)  # clamp only
     coefficient: float | None = Field(default=None, allow_inf_nan=False)  # steer only
-    axes: list[RiskAxis] = Field(default_factory=lambda: list(RISK_AXES), min_length=1)
-    probe_set: str = "v1"
+    axes: list[RiskAxis] = Field(default_factory=lambda: list(RISK_AXES), min_length=1)  # type: ignore[arg-type]
     n_prompts_per_axis: int | None = Field(default=None, ge=1)  # None: every prompt
     n_control_prompts: int | None = Field(default=None, ge=1)  # None: every neutral prompt
     n_generations: int = Field(default=4, ge=0, le=50)  # per axis and for the controls
     max_new_tokens: int = Field(default=32, ge=1, le=256)
-    batch_size: int = Field(default=8, ge=1, le=256)
-    seed: int = 0  # chooses the prompt sample when fewer than all prompts are used
 
     @model_validator(mode="after")
     def _mode_arguments(self):
+        self.check_axes("axes", self.axes, risk_only=True)
         needs = {"clamp": "value", "steer": "coefficient"}
         for mode, name in needs.items():
             given = getattr(self, name) is not None
@@ -150,6 +155,9 @@ class Thresholds(Spec):
         return self
 
 
+Context = CheckContext[Parameters, Thresholds]
+
+
 @dataclass(frozen=True)
 class Target:
     lens: str
@@ -160,33 +168,41 @@ class Target:
 
 # ---- which features -----------------------------------------------------------------------
 
-def _by_reference(context: CheckContext, ref: FeatureRef) -> list[Target]:
-    lens = resources.lens_ref(context, ref.lens).name
+
+def _by_reference(context: Context, ref: FeatureRef) -> list[Target]:
+    lens = inputs.lens_ref(context, ref.lens).name
     known = [f for f in context.catalog if f.lens == lens and f.index == ref.index]
     label, axis = (known[0].label, known[0].risk_axis) if known else ("", "")
     return [Target(lens, ref.index, label, axis)]
 
 
-def _by_axis(context: CheckContext, axis: str) -> list[Target]:
-    found = [Target(f.lens, f.index, f.label, f.risk_axis) for f in context.catalog
-             if f.risk_axis == axis]
+def _by_axis(context: Context, axis: str) -> list[Target]:
+    found = [
+        Target(f.lens, f.index, f.label, f.risk_axis)
+        for f in context.catalog
+        if f.risk_axis == axis
+    ]
     if not found:
         axes = sorted({f.risk_axis for f in context.catalog}) or ["none"]
-        raise CheckParameterError(f"no catalog feature has risk axis {axis!r}; catalog axes: "
-                                  f"{', '.join(axes)}")
+        raise CheckParameterError(
+            f"no catalog feature has risk axis {axis!r}; catalog axes: {', '.join(axes)}"
+        )
     return found
 
 
-def _by_label(context: CheckContext, label: str) -> list[Target]:
-    found = [Target(f.lens, f.index, f.label, f.risk_axis) for f in context.catalog
-             if f.label == label]
+def _by_label(context: Context, label: str) -> list[Target]:
+    found = [
+        Target(f.lens, f.index, f.label, f.risk_axis) for f in context.catalog if f.label == label
+    ]
     if not found:
-        raise CheckParameterError(f"no catalog feature is labelled {label!r}; name a feature "
-                                  "as {'lens': ..., 'index': ...} or use a catalog label")
+        raise CheckParameterError(
+            f"no catalog feature is labelled {label!r}; name a feature "
+            "as {'lens': ..., 'index': ...} or use a catalog label"
+        )
     return found
 
 
-def resolve_targets(context: CheckContext) -> list[Target]:
+def resolve_targets(context: Context) -> list[Target]:
     """The features to edit, in the order named, each once (a label may name several)."""
     targets: dict[tuple[str, int], Target] = {}
     for item in context.parameters.features:
@@ -197,59 +213,77 @@ def resolve_targets(context: CheckContext) -> list[Target]:
         else:
             found = _by_label(context, item)
         for target in found:
-            resources.lens_ref(context, target.lens)  # a catalog entry of an unknown lens
+            inputs.lens_ref(context, target.lens)  # a catalog entry of an unknown lens
             targets.setdefault((target.lens, target.index), target)
     return list(targets.values())
 
 
 # ---- the edit ------------------------------------------------------------------------------
 
+
 def _check_index(target: Target, lens) -> None:
     d_sae = lens.cfg.d_sae
     if not 0 <= target.index < d_sae:
-        raise CheckParameterError(f"feature index {target.index} is out of range for lens "
-                                  f"{target.lens!r}, which has {d_sae} features (0 to "
-                                  f"{d_sae - 1})")
+        raise CheckParameterError(
+            f"feature index {target.index} is out of range for lens "
+            f"{target.lens!r}, which has {d_sae} features (0 to "
+            f"{d_sae - 1})"
+        )
+
+
+def _set(value: float | None) -> float:
+    """A value the Parameters validator requires for this mode."""
+    if value is None:
+        raise CheckParameterError("this mode needs its value (see Parameters)")
+    return value
 
 
 def _edit_for(target: Target, lens, params: Parameters, stats: dict) -> tuple:
-    from interp_jobs.engine.interventions import FeatureEdit, steering_edit
+    from interp_jobs.engine.analysis.interventions import FeatureEdit, steering_edit
 
     if params.mode == "steer":
-        edit = steering_edit(lens, target.index, params.coefficient, stats["typical_norm"])
-        return edit, (f"steer: add {params.coefficient:g} x {stats['typical_norm']:.6g} (median "
-                      "residual norm over the neutral prompts) along the unit decoder direction")
+        edit = steering_edit(lens, target.index, _set(params.coefficient), stats["typical_norm"])
+        return edit, (
+            f"steer: add {params.coefficient:g} x {stats['typical_norm']:.6g} (median "
+            "residual norm over the neutral prompts) along the unit decoder direction"
+        )
     if params.mode == "clamp":
-        return FeatureEdit(target.index, "set", params.value), f"clamp: set to {params.value:g}"
+        value = _set(params.value)
+        return FeatureEdit(target.index, "set", value), f"clamp: set to {value:g}"
     if params.ablation == "mean":
         mean = float(stats["means"][target.index])
         return FeatureEdit(target.index, "set", mean), (
             f"mean ablation: set to {mean:.6g}, its mean activation over every token of the "
-            "neutral prompts")
+            "neutral prompts"
+        )
     return FeatureEdit(target.index, "set", 0.0), "zero ablation: set to 0"
 
 
 def _lens_stats(loaded, lens, params: Parameters, neutral: Sequence[str]) -> dict:
-    from interp_jobs.engine.interventions import mean_feature_activations, typical_norm
-    from interp_jobs.engine.lenses import lens_hook_name
+    from interp_jobs.engine.analysis.interventions import mean_feature_activations, typical_norm
+    from interp_jobs.engine.loading.lenses import lens_hook_name
 
     if params.mode == "steer":
-        return {"typical_norm": typical_norm(loaded, lens_hook_name(lens), neutral,
-                                             batch_size=params.batch_size)}
+        return {
+            "typical_norm": typical_norm(
+                loaded, lens_hook_name(lens), neutral, batch_size=params.batch_size
+            )
+        }
     if params.mode == "ablate" and params.ablation == "mean":
-        return {"means": mean_feature_activations(loaded, lens, neutral,
-                                                  batch_size=params.batch_size)}
+        return {
+            "means": mean_feature_activations(loaded, lens, neutral, batch_size=params.batch_size)
+        }
     return {}
 
 
-def build_plan(context: CheckContext, loaded, targets: list[Target], neutral: Sequence[str]):
+def build_plan(context: Context, loaded, targets: list[Target], neutral: Sequence[str]):
     """The edits per lens, and a record of each edit with its replacement stated in words."""
-    from interp_jobs.engine.interventions import LensEdits
-    from interp_jobs.engine.lenses import lens_hook_name
+    from interp_jobs.engine.analysis.interventions import LensEdits
+    from interp_jobs.engine.loading.lenses import lens_hook_name
 
     plan, records, lenses = [], [], {}
     for name in dict.fromkeys(target.lens for target in targets):
-        lens, ref = resources.load_lens_for(context, name, loaded)
+        lens, ref = inputs.load_lens_for(context, name, loaded)
         group = [target for target in targets if target.lens == name]
         for target in group:
             _check_index(target, lens)
@@ -258,9 +292,18 @@ def build_plan(context: CheckContext, loaded, targets: list[Target], neutral: Se
         for target in group:
             edit, replacement = _edit_for(target, lens, context.parameters, stats)
             edits.append(edit)
-            records.append({"lens": name, "index": target.index, "label": target.label,
-                            "risk_axis": target.risk_axis, "hook": lens_hook_name(lens),
-                            "op": edit.op, "value": edit.value, "replacement": replacement})
+            records.append(
+                {
+                    "lens": name,
+                    "index": target.index,
+                    "label": target.label,
+                    "risk_axis": target.risk_axis,
+                    "hook": lens_hook_name(lens),
+                    "op": edit.op,
+                    "value": edit.value,
+                    "replacement": replacement,
+                }
+            )
         plan.append(LensEdits(lens, tuple(edits)))
         lenses[name] = (lens, ref, stats.get("typical_norm"))
     return plan, records, lenses
@@ -268,13 +311,16 @@ def build_plan(context: CheckContext, loaded, targets: list[Target], neutral: Se
 
 # ---- prompts and measurements ----------------------------------------------------------------
 
+
 def prompt_groups(params: Parameters, probes) -> dict[str, list]:
     """The prompts of each risk axis and the controls (engine.features.subset: the sampling
     rule every probe-based check shares)."""
-    from interp_jobs.engine.features import subset
+    from interp_jobs.engine.analysis.features import subset
 
-    groups = {axis: subset(probes.for_axis(axis), params.n_prompts_per_axis, params.seed)
-              for axis in params.axes}
+    groups: dict[str, list] = {
+        axis: subset(probes.for_axis(axis), params.n_prompts_per_axis, params.seed)
+        for axis in params.axes
+    }
     groups[CONTROLS] = subset(probes.neutral_prompts, params.n_control_prompts, params.seed)
     return groups
 
@@ -284,53 +330,77 @@ def _log(p: float) -> float:
 
 
 def _prompt_row(probe, effect) -> dict:
-    return {"id": probe.id, "axis": probe.axis,
-            "refusal_prob_before": effect.refusal_prob_before,
-            "refusal_prob_after": effect.refusal_prob_after,
-            "refusal_prob_change": effect.refusal_prob_after - effect.refusal_prob_before,
-            "refusal_logprob_before": _log(effect.refusal_prob_before),
-            "refusal_logprob_after": _log(effect.refusal_prob_after),
-            "kl_answer_start": effect.kl_answer_start,
-            "kl_all_positions": effect.kl_all_positions}
+    return {
+        "id": probe.id,
+        "axis": probe.axis,
+        "refusal_prob_before": effect.refusal_prob_before,
+        "refusal_prob_after": effect.refusal_prob_after,
+        "refusal_prob_change": effect.refusal_prob_after - effect.refusal_prob_before,
+        "refusal_logprob_before": _log(effect.refusal_prob_before),
+        "refusal_logprob_after": _log(effect.refusal_prob_after),
+        "kl_answer_start": effect.kl_answer_start,
+        "kl_all_positions": effect.kl_all_positions,
+    }
 
 
-def measure(context: CheckContext, loaded, plan, groups: dict, refusal_ids) -> list[dict]:
-    from interp_jobs.engine.interventions import measure_effects
+def measure(context: Context, loaded, plan, groups: dict, refusal_ids) -> list[dict]:
+    from interp_jobs.engine.analysis.interventions import measure_effects
 
     rows, params = [], context.parameters
     for number, (group, probes) in enumerate(groups.items()):
+
         def progress(done, number=number, group=group):
             context.progress(0.15 + 0.45 * (number + done) / len(groups), f"measuring {group}")
 
-        effects = measure_effects(loaded, [p.prompt for p in probes], plan, refusal_ids,
-                                  batch_size=params.batch_size, progress=progress)
+        effects = measure_effects(
+            loaded,
+            [p.prompt for p in probes],
+            plan,
+            refusal_ids,
+            batch_size=params.batch_size,
+            progress=progress,
+        )
         rows += [_prompt_row(probe, effect) for probe, effect in zip(probes, effects, strict=True)]
     return rows
 
 
-def generate(context: CheckContext, loaded, plan, groups: dict) -> list[dict]:
-    from interp_jobs.engine.generation import greedy_generate
-    from interp_jobs.engine.interventions import applied
-    from interp_jobs.engine.refusal import classify_response
+def generate(context: Context, loaded, plan, groups: dict) -> list[dict]:
+    from interp_jobs.engine.analysis.generation import greedy_generate
+    from interp_jobs.engine.analysis.interventions import applied
+    from interp_jobs.engine.analysis.refusal import classify_response
 
     params = context.parameters
-    chosen = [probe for probes in groups.values() for probe in probes[:params.n_generations]]
+    chosen = [probe for probes in groups.values() for probe in probes[: params.n_generations]]
     if not chosen:
         return []
     texts = [probe.prompt for probe in chosen]
-    options = {"max_new_tokens": params.max_new_tokens, "batch_size": params.batch_size}
+
+    def generated() -> list[str]:
+        return greedy_generate(
+            loaded, texts, max_new_tokens=params.max_new_tokens, batch_size=params.batch_size
+        )
+
     context.progress(0.6, "generating before the edit")
-    before = greedy_generate(loaded, texts, **options)
+    before = generated()
     context.progress(0.78, "generating with the edit")
     with applied(loaded, plan):
-        after = greedy_generate(loaded, texts, **options)
-    return [{"id": probe.id, "axis": probe.axis, "prompt": probe.prompt,
-             "before": b, "after": a, "label_before": classify_response(b).label,
-             "label_after": classify_response(a).label}
-            for probe, b, a in zip(chosen, before, after, strict=True)]
+        after = generated()
+    return [
+        {
+            "id": probe.id,
+            "axis": probe.axis,
+            "prompt": probe.prompt,
+            "before": b,
+            "after": a,
+            "label_before": classify_response(b).label,
+            "label_after": classify_response(a).label,
+        }
+        for probe, b, a in zip(chosen, before, after, strict=True)
+    ]
 
 
 # ---- aggregation and verdict ---------------------------------------------------------------
+
 
 def _mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
@@ -342,8 +412,11 @@ def _refusal_rate(generations: list[dict], key: str) -> float | None:
 
 def summarise(rows: list[dict], generations: list[dict]) -> dict:
     """Means over one group of prompts (an axis, the controls, or all risk prompts)."""
-    finite = [r["refusal_logprob_after"] - r["refusal_logprob_before"] for r in rows
-              if math.isfinite(r["refusal_logprob_after"] - r["refusal_logprob_before"])]
+    finite = [
+        r["refusal_logprob_after"] - r["refusal_logprob_before"]
+        for r in rows
+        if math.isfinite(r["refusal_logprob_after"] - r["refusal_logprob_before"])
+    ]
     return {
         "n_prompts": len(rows),
         "refusal_prob_before": _mean([r["refusal_prob_before"] for r in rows]),
@@ -361,8 +434,9 @@ def summarise(rows: list[dict], generations: list[dict]) -> dict:
 
 def group_summaries(rows: list[dict], generations: list[dict], groups: dict) -> dict:
     def of(axes):
-        return summarise([r for r in rows if r["axis"] in axes],
-                         [g for g in generations if g["axis"] in axes])
+        return summarise(
+            [r for r in rows if r["axis"] in axes], [g for g in generations if g["axis"] in axes]
+        )
 
     summaries = {group: of({group}) for group in groups}
     summaries["all_risk"] = of(set(groups) - {CONTROLS})
@@ -403,9 +477,16 @@ def evaluate(thresholds: Thresholds, values: dict) -> tuple[str, list[dict]]:
             continue
         value = values[measured]
         passed = value <= limit if comparison == "<=" else value >= limit
-        checks.append({"threshold": name, "limit": limit, "measured": measured,
-                       "value": value, "rule": f"{measured} {comparison} {limit:g}",
-                       "passed": passed})
+        checks.append(
+            {
+                "threshold": name,
+                "limit": limit,
+                "measured": measured,
+                "value": value,
+                "rule": f"{measured} {comparison} {limit:g}",
+                "passed": passed,
+            }
+        )
     if not checks:
         return INCONCLUSIVE, checks
     return (PASS if all(c["passed"] for c in checks) else FAIL), checks
@@ -413,23 +494,29 @@ def evaluate(thresholds: Thresholds, values: dict) -> tuple[str, list[dict]]:
 
 # ---- evidence --------------------------------------------------------------------------------
 
+
 def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
 def _verdict_sentence(verdict: str, checks: list[dict]) -> str:
     if not checks:
-        return ("No threshold was given, so the verdict is inconclusive: these are "
-                "measurements for a reviewer, not a judgement.")
-    listing = "; ".join(f"{c['rule']} ({'met' if c['passed'] else 'not met'}: "
-                        f"{c['value']:.4g})" for c in checks)
+        return (
+            "No threshold was given, so the verdict is inconclusive: these are "
+            "measurements for a reviewer, not a judgement."
+        )
+    listing = "; ".join(
+        f"{c['rule']} ({'met' if c['passed'] else 'not met'}: {c['value']:.4g})" for c in checks
+    )
     return f"Against the policy's thresholds ({listing}) the verdict is {verdict}."
 
 
 def replacement_words(params: Parameters) -> str:
     if params.mode == "steer":
-        return (f"steering (adding {params.coefficient:g} x the median residual norm along each "
-                "feature's unit decoder direction)")
+        return (
+            f"steering (adding {params.coefficient:g} x the median residual norm along each "
+            "feature's unit decoder direction)"
+        )
     if params.mode == "clamp":
         return f"clamping (each feature set to {params.value:g})"
     if params.ablation == "mean":
@@ -437,10 +524,15 @@ def replacement_words(params: Parameters) -> str:
     return "zero ablation (each feature set to 0)"
 
 
-def summary_text(records: list[dict], values: dict, summaries: dict, verdict: str,
-                 checks: list[dict], params: Parameters) -> str:
-    names = ", ".join(f"{r['lens']}#{r['index']} ({r['label'] or 'uncatalogued'})"
-                      for r in records)
+def summary_text(
+    records: list[dict],
+    values: dict,
+    summaries: dict,
+    verdict: str,
+    checks: list[dict],
+    params: Parameters,
+) -> str:
+    names = ", ".join(f"{r['lens']}#{r['index']} ({r['label'] or 'uncatalogued'})" for r in records)
     risk, controls = summaries["all_risk"], summaries[CONTROLS]
     return (
         f"Intervention (a measured causal effect under the stated replacement): "
@@ -464,24 +556,35 @@ def summary_text(records: list[dict], values: dict, summaries: dict, verdict: st
 def figure(summaries: dict, groups: dict) -> bytes:
     from interp_jobs.checks.figures import before_after_bars_svg
 
-    bars = [(group, summaries[group]["refusal_prob_before"] or 0.0,
-             summaries[group]["refusal_prob_after"] or 0.0) for group in groups]
+    bars = [
+        (
+            group,
+            summaries[group]["refusal_prob_before"] or 0.0,
+            summaries[group]["refusal_prob_after"] or 0.0,
+        )
+        for group in groups
+    ]
     kl = summaries[CONTROLS]
-    notes = [f"KL(unmodified || edited) on {kl['n_prompts']} neutral controls: "
-             f"{kl['kl_answer_start']:.4g} nats at the first answer token, "
-             f"{kl['kl_all_positions']:.4g} over all positions.",
-             "Measured causal effect of the stated edit (SAE error term kept)."]
-    return before_after_bars_svg("Refusal-opening probability before vs after the edit", bars,
-                                 notes=notes)
+    notes = [
+        f"KL(unmodified || edited) on {kl['n_prompts']} neutral controls: "
+        f"{kl['kl_answer_start']:.4g} nats at the first answer token, "
+        f"{kl['kl_all_positions']:.4g} over all positions.",
+        "Measured causal effect of the stated edit (SAE error term kept).",
+    ]
+    return before_after_bars_svg(
+        "Refusal-opening probability before vs after the edit", bars, notes=notes
+    )
 
 
-def provenance(context: CheckContext, lenses: dict, probes, refusal_ids, groups) -> dict:
-    from interp_jobs.engine.lenses import lens_info
-    from interp_jobs.engine.refusal import RULE_VERSION
+def provenance(context: Context, lenses: dict, probes, refusal_ids, groups) -> dict:
+    from interp_jobs.engine.analysis.refusal import RULE_VERSION
+    from interp_jobs.engine.loading.lenses import lens_info
 
     return {
-        "lenses": {name: {"digest": ref.digest, "path": ref.path, **lens_info(lens)}
-                   for name, (lens, ref, _) in lenses.items()},
+        "lenses": {
+            name: {"digest": ref.digest, "path": ref.path, **lens_info(lens)}
+            for name, (lens, ref, _) in lenses.items()
+        },
         "probe_set": {"version": probes.version, "digest": probes.digest},
         "refusal_rule": RULE_VERSION,
         "refusal_opening_token_ids": refusal_ids,
@@ -490,18 +593,19 @@ def provenance(context: CheckContext, lenses: dict, probes, refusal_ids, groups)
     }
 
 
-def _report(params, records, lenses, refusal_ids, loaded, rows, generations, summaries,
-            checks, verdict) -> dict:
+def _report(
+    params, records, lenses, refusal_ids, loaded, rows, generations, summaries, checks, verdict
+) -> dict:
     return {
         "evidence_kind": EVIDENCE_KIND,
         "interpretation": INTERPRETATION,
         "replacement": replacement_words(params),
         "edit_rule": "x -> x + (f_edited - f) @ W_dec at the lens's hook point, every position",
         "edits": records,
-        "typical_norms": {name: norm for name, (_, _, norm) in lenses.items()
-                          if norm is not None},
+        "typical_norms": {name: norm for name, (_, _, norm) in lenses.items() if norm is not None},
         "refusal_opening_tokens": [
-            {"id": i, "text": loaded.tokenizer.decode([i])} for i in refusal_ids],
+            {"id": i, "text": loaded.tokenizer.decode([i])} for i in refusal_ids
+        ],
         "groups": summaries,
         "prompts": rows,
         "generations": generations,
@@ -512,10 +616,17 @@ def _report(params, records, lenses, refusal_ids, loaded, rows, generations, sum
 
 def metrics(values: dict, records: list[dict], summaries: dict, params: Parameters) -> dict:
     """The headline numbers, rounded as in the evidence JSON."""
-    return json.loads(evidence_json({
-        **values, "n_features": len(records), "mode": params.mode,
-        "n_risk_prompts": summaries["all_risk"]["n_prompts"],
-        "n_control_prompts": summaries[CONTROLS]["n_prompts"]}))
+    return json.loads(
+        evidence_json(
+            {
+                **values,
+                "n_features": len(records),
+                "mode": params.mode,
+                "n_risk_prompts": summaries["all_risk"]["n_prompts"],
+                "n_control_prompts": summaries[CONTROLS]["n_prompts"],
+            }
+        )
+    )
 
 
 def _load_probes(params: Parameters):
@@ -527,14 +638,14 @@ def _load_probes(params: Parameters):
         raise CheckParameterError(f"parameters.probe_set: {exc}") from None
 
 
-def run(context: CheckContext) -> CheckResult:
-    from interp_jobs.engine.refusal import refusal_opening_token_ids
+def run(context: Context) -> CheckResult:
+    from interp_jobs.engine.analysis.refusal import refusal_opening_token_ids
 
     params = context.parameters
     targets = resolve_targets(context)
     probes = _load_probes(params)
     context.progress(0.0, "loading the model")
-    loaded = resources.load_model_for(context)
+    loaded = inputs.load_model_for(context)
     context.progress(0.05, "preparing the edit")
     neutral = [probe.prompt for probe in probes.neutral_prompts]
     plan, records, lenses = build_plan(context, loaded, targets, neutral)
@@ -546,10 +657,12 @@ def run(context: CheckContext) -> CheckResult:
     summaries = group_summaries(rows, generations, groups)
     values = headline(summaries)
     verdict, checks = evaluate(context.thresholds, values)
-    report = _report(params, records, lenses, refusal_ids, loaded, rows, generations, summaries,
-                     checks, verdict)
+    report = _report(
+        params, records, lenses, refusal_ids, loaded, rows, generations, summaries, checks, verdict
+    )
     return CheckResult(
-        verdict=verdict, evidence_kind=EVIDENCE_KIND,
+        verdict=verdict,
+        evidence_kind=EVIDENCE_KIND,
         metrics=metrics(values, records, summaries, params),
         summary=summary_text(records, values, summaries, verdict, checks, params),
         artifacts=(

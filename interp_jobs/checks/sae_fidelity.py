@@ -11,7 +11,7 @@ the lens), not an effect of the model; no claim about the model's behaviour rest
 Measurement. ``n_sequences`` rows of ``seq_len`` tokens are packed from the held-out split of a
 shipped corpus (documents the shipped lenses were never trained on; the seed picks and orders
 them), run through the model, and measured at the positions the lens was trained on (its
-``seqpos_slice``). Definitions follow ``sae_lens.evals`` (see interp_jobs.engine.fidelity).
+``seqpos_slice``). Definitions follow ``sae_lens.evals`` (see interp_jobs.engine.analysis.fidelity).
 
 Verdict. Pass when every given threshold is met, fail otherwise; with no thresholds the check
 is inconclusive (the numbers are still reported). A threshold on loss recovered fails when the
@@ -31,10 +31,12 @@ from interp_jobs.checks.base import (
     Spec,
     evidence_json,
 )
-from interp_jobs.checks.resources import load_lens_for, load_model_for
+from interp_jobs.checks.inputs import load_lens_for, load_model_for
 
-DESCRIPTION = ("lens fidelity on held-out text: explained variance, MSE, L0, dead/dense "
-               "features, and CE loss clean vs. spliced vs. zero-ablated (loss recovered)")
+DESCRIPTION = (
+    "lens fidelity on held-out text: explained variance, MSE, L0, dead/dense "
+    "features, and CE loss clean vs. spliced vs. zero-ablated (loss recovered)"
+)
 EVIDENCE_KIND = OBSERVED
 INTERPRETATION = (
     "Observed reconstruction quality of the lens on held-out text. The spliced and "
@@ -60,18 +62,22 @@ class Parameters(Spec):
     corpus: str = Field("stdlib-docs-v1", description="shipped corpus whose held-out split is read")
     n_sequences: int = Field(32, ge=1, le=1024, description="held-out sequences measured")
     seq_len: int = Field(128, ge=8, le=2048, description="tokens per sequence")
-    dense_threshold: float = Field(0.1, gt=0.0, le=1.0,
-                                   description="a feature firing on more tokens than this is dense")
+    dense_threshold: float = Field(
+        0.1, gt=0.0, le=1.0, description="a feature firing on more tokens than this is dense"
+    )
     sink_norm_ratio: float | None = Field(
-        10.0, gt=1.0, description="tokens whose activation norm exceeds this many medians are "
-        "attention sinks, left out of the reconstruction statistics (None: keep them)")
+        10.0,
+        gt=1.0,
+        description="tokens whose activation norm exceeds this many medians are "
+        "attention sinks, left out of the reconstruction statistics (None: keep them)",
+    )
     batch_size: int = Field(8, ge=1, le=256)
     seed: int = Field(0, description="chooses and orders the held-out documents")
 
     @field_validator("corpus")
     @classmethod
     def _shipped_corpus(cls, name: str) -> str:
-        from interp_jobs.engine.corpus import CORPORA_DIR, MANIFEST_FILE
+        from interp_jobs.engine.loading.corpus import CORPORA_DIR, MANIFEST_FILE
 
         shipped = sorted(p.name for p in CORPORA_DIR.iterdir() if (p / MANIFEST_FILE).is_file())
         if name not in shipped:
@@ -83,8 +89,9 @@ class Thresholds(Spec):
     min_explained_variance: float | None = Field(None, le=1.0)
     max_mse: float | None = Field(None, ge=0.0)
     min_fraction_loss_recovered: float | None = Field(None, le=1.0)
-    max_ce_loss_increase: float | None = Field(None, ge=0.0,
-                                               description="CE spliced minus CE clean, nats")
+    max_ce_loss_increase: float | None = Field(
+        None, ge=0.0, description="CE spliced minus CE clean, nats"
+    )
     min_l0: float | None = Field(None, ge=0.0)
     max_l0: float | None = Field(None, ge=0.0)
     # "Dead" means silent on the tokens measured, so set this bar for a given n_sequences:
@@ -93,19 +100,28 @@ class Thresholds(Spec):
     max_dense_fraction: float | None = Field(None, ge=0.0, le=1.0)
 
 
-def run(context: CheckContext) -> CheckResult:
-    from interp_jobs.engine.fidelity import measure_fidelity
+Context = CheckContext[Parameters, Thresholds]
+
+
+def run(context: Context) -> CheckResult:
+    from interp_jobs.engine.analysis.fidelity import measure_fidelity
 
     params = context.parameters
     context.progress(0.0, "loading model, lens and held-out text")
     loaded = load_model_for(context)
     lens, ref = load_lens_for(context, params.lens, loaded)
     corpus, batch = _heldout(loaded, params)
-    context.log(f"{batch.tokens.shape[0]} held-out sequences of {params.seq_len} tokens from "
-                f"{corpus.name}; lens {ref.name or ref.path} ({lens.cfg.d_sae} features)")
+    context.log(
+        f"{batch.tokens.shape[0]} held-out sequences of {params.seq_len} tokens from "
+        f"{corpus.name}; lens {ref.name or ref.path} ({lens.cfg.d_sae} features)"
+    )
     report = measure_fidelity(
-        loaded, lens, batch.tokens, dense_threshold=params.dense_threshold,
-        sink_ratio=params.sink_norm_ratio, batch_size=params.batch_size,
+        loaded,
+        lens,
+        batch.tokens,
+        dense_threshold=params.dense_threshold,
+        sink_ratio=params.sink_norm_ratio,
+        batch_size=params.batch_size,
         progress=lambda done, stage: context.progress(0.05 + 0.85 * done, stage),
     )
     context.progress(0.95, "writing evidence")
@@ -113,26 +129,39 @@ def run(context: CheckContext) -> CheckResult:
 
 
 def _heldout(loaded, params):
-    from interp_jobs.engine.corpus import load_corpus, pack_documents
+    from interp_jobs.engine.loading.corpus import load_corpus, pack_documents
 
     corpus = load_corpus(params.corpus)
-    batch = pack_documents(loaded.tokenizer, corpus.split("heldout"), seq_len=params.seq_len,
-                           seed=params.seed, n_sequences=params.n_sequences)
+    batch = pack_documents(
+        loaded.tokenizer,
+        corpus.split("heldout"),
+        seq_len=params.seq_len,
+        seed=params.seed,
+        n_sequences=params.n_sequences,
+    )
     return corpus, batch
 
 
 def _provenance(lens, ref, corpus, batch, params) -> dict:
-    from interp_jobs.engine.fidelity import lens_positions
-    from interp_jobs.engine.lenses import lens_info
+    from interp_jobs.engine.analysis.fidelity import lens_positions
+    from interp_jobs.engine.loading.lenses import lens_info
 
     positions = lens_positions(lens, params.seq_len)
     return {
-        "lens": {"name": ref.name, "digest": ref.digest, **lens_info(lens),
-                 "seqpos_slice": list(lens.cfg.metadata.seqpos_slice or (None,))},
+        "lens": {
+            "name": ref.name,
+            "digest": ref.digest,
+            **lens_info(lens),
+            "seqpos_slice": list(lens.cfg.metadata.seqpos_slice or (None,)),
+        },
         "corpus": {**corpus.describe(), "split": "heldout"},
-        "eval_tokens": {"sha256": batch.digest, "sequences": int(batch.tokens.shape[0]),
-                        "seq_len": params.seq_len, "documents": batch.documents,
-                        "measured_positions": f"{positions[0]}..{positions[-1]}"},
+        "eval_tokens": {
+            "sha256": batch.digest,
+            "sequences": int(batch.tokens.shape[0]),
+            "seq_len": params.seq_len,
+            "documents": batch.documents,
+            "measured_positions": f"{positions[0]}..{positions[-1]}",
+        },
         "seed": params.seed,
     }
 
@@ -153,8 +182,16 @@ def _bars(metrics: dict, thresholds) -> list[dict]:
             continue
         value = metrics.get(metric)
         met = value is not None and (value >= bar if relation == ">=" else value <= bar)
-        rows.append({"threshold": field, "metric": metric, "relation": relation, "bar": bar,
-                     "value": value, "met": met})
+        rows.append(
+            {
+                "threshold": field,
+                "metric": metric,
+                "relation": relation,
+                "bar": bar,
+                "value": value,
+                "met": met,
+            }
+        )
     return rows
 
 
@@ -191,9 +228,11 @@ def _summary(metrics: dict, bars: list[dict], verdict: str, provenance: dict) ->
 def _sinks(metrics: dict) -> str:
     if not metrics["n_sink_tokens"]:
         return ""
-    return (f" ({metrics['n_sink_tokens']} attention-sink token(s), with activation norms "
-            f"over {metrics['sink_ratio']:g} times the median, are left out of these statistics "
-            "but not of the splice)")
+    return (
+        f" ({metrics['n_sink_tokens']} attention-sink token(s), with activation norms "
+        f"over {metrics['sink_ratio']:g} times the median, are left out of these statistics "
+        "but not of the splice)"
+    )
 
 
 def _figure(report, provenance: dict) -> bytes:
@@ -201,29 +240,41 @@ def _figure(report, provenance: dict) -> bytes:
 
     return log_histogram_svg(
         f"Feature firing frequency, {provenance['lens']['name'] or 'lens'} on held-out text",
-        report.firing_frequency, low=1e-5, high=1.0, bins=25,
+        report.firing_frequency,
+        low=1e-5,
+        high=1.0,
+        bins=25,
         x_label="share of held-out tokens a feature fires on (log scale)",
         y_label="features",
         markers=[(report.dense_threshold, "dense threshold")],
-        notes=[f"{report.dead_fraction:.1%} of {len(report.firing_frequency)} features never "
-               f"fired on {report.n_tokens} tokens (not shown on the log axis)"],
+        notes=[
+            f"{report.dead_fraction:.1%} of {len(report.firing_frequency)} features never "
+            f"fired on {report.n_tokens} tokens (not shown on the log axis)"
+        ],
     )
 
 
-def _result(context: CheckContext, report, provenance: dict) -> CheckResult:
+def _result(context: Context, report, provenance: dict) -> CheckResult:
     metrics = _metrics(report)
     bars = _bars(metrics, context.thresholds)
     verdict = _verdict(bars)
     evidence = {
-        "check": "sae_fidelity", "evidence_kind": EVIDENCE_KIND,
-        "interpretation": INTERPRETATION, "metrics": metrics, "thresholds": bars,
-        "verdict": verdict, "per_sequence": report.per_sequence,
+        "check": "sae_fidelity",
+        "evidence_kind": EVIDENCE_KIND,
+        "interpretation": INTERPRETATION,
+        "metrics": metrics,
+        "thresholds": bars,
+        "verdict": verdict,
+        "per_sequence": report.per_sequence,
         "firing_frequency": report.firing_frequency,
-        "parameters": context.parameters.model_dump(mode="json"), **provenance,
+        "parameters": context.parameters.model_dump(mode="json"),
+        **provenance,
     }
     context.progress(1.0, "done")
     return CheckResult(
-        verdict=verdict, evidence_kind=EVIDENCE_KIND, metrics=metrics,
+        verdict=verdict,
+        evidence_kind=EVIDENCE_KIND,
+        metrics=metrics,
         summary=_summary(metrics, bars, verdict, provenance),
         artifacts=(
             ArtifactData("fidelity.json", "application/json", evidence_json(evidence)),

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from interp_jobs.engine.architectures import FAMILIES, get_path
 from interp_jobs.engine.errors import EngineError, PermanentEngineError
+from interp_jobs.engine.loading.architectures import FAMILIES, get_path
 
 # Sites in the order the forward pass reaches them inside one block; the order decides which
 # requested hook is the deepest, after which the forward pass may stop.
@@ -48,7 +48,7 @@ class HookPoint:
         return self.layer * len(SITES) + SITES.index(self.site)
 
 
-class _StopForward(Exception):  # noqa: N818 - a control-flow signal, not an error
+class _StopForward(Exception):
     """Raised from the deepest hook so later layers never run; caught by ``run_to``."""
 
 
@@ -180,11 +180,12 @@ def run_to(
 ) -> dict[str, torch.Tensor]:
     """Run the model just far enough to read ``hook_names``, under inference mode."""
     names = list(dict.fromkeys(hook_names))
-    with torch.inference_mode(), capture_activations(loaded, names) as store:
-        try:
-            loaded.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-        except _StopForward:
-            pass
+    with (
+        torch.inference_mode(),
+        capture_activations(loaded, names) as store,
+        suppress(_StopForward),
+    ):
+        loaded.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
     missing = [name for name in names if name not in store]
     if missing:
         raise EngineError(f"The forward pass never reached hook points {missing}.")

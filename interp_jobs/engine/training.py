@@ -31,15 +31,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from interp_jobs.engine.corpus import Corpus, TokenBatch, pack_documents
 from interp_jobs.engine.errors import PermanentEngineError
 from interp_jobs.engine.hooks import parse_hook_name, replace_activation, resolve_hook
+from interp_jobs.engine.loading.corpus import Corpus, TokenBatch, pack_documents
 
 TRAINING_FILE = "training.json"
 SEQPOS_SLICE = (1, None)  # skip the attention sink at position 0 (see the module docstring)
 # Options each architecture needs beyond d_in/d_sae; anything else SAELens accepts may be given.
-ARCHITECTURES = {"topk": {"k": 32}, "batchtopk": {"k": 32}, "standard": {},
-                 "jumprelu": {}, "gated": {}}
+ARCHITECTURES = {
+    "topk": {"k": 32},
+    "batchtopk": {"k": 32},
+    "standard": {},
+    "jumprelu": {},
+    "gated": {},
+}
 Progress = Callable[[float, str], None]
 
 
@@ -64,11 +69,20 @@ def _ignore_progress(fraction: float, stage: str) -> None:
     return None
 
 
-def train_lens(loaded, *, hook_name: str, d_sae: int, architecture: str, corpus: Corpus,
-               n_tokens: int, seed: int, out_dir: str | Path,
-               settings: TrainingSettings | None = None,
-               model_info: Mapping[str, Any] | None = None,
-               progress: Progress | None = None) -> Path:
+def train_lens(
+    loaded,
+    *,
+    hook_name: str,
+    d_sae: int,
+    architecture: str,
+    corpus: Corpus,
+    n_tokens: int,
+    seed: int,
+    out_dir: str | Path,
+    settings: TrainingSettings | None = None,
+    model_info: Mapping[str, Any] | None = None,
+    progress: Progress | None = None,
+) -> Path:
     """Train, save in SAELens's on-disk format with a ``training.json`` record; return the dir."""
     import torch
 
@@ -78,8 +92,9 @@ def train_lens(loaded, *, hook_name: str, d_sae: int, architecture: str, corpus:
     torch.manual_seed(seed)  # SAE initialisation and SAELens's buffer shuffles draw from it
     batch = _training_tokens(loaded, corpus, n_tokens, seed, settings)
     started = (time.perf_counter(), time.process_time())
-    sae, runner_cfg = _fit(loaded, hook_name, d_sae, architecture, batch, n_tokens, settings,
-                           progress)
+    sae, runner_cfg = _fit(
+        loaded, hook_name, d_sae, architecture, batch, n_tokens, settings, progress
+    )
     # CPU time too: wall time on a shared machine says more about the neighbours than the job.
     seconds = (time.perf_counter() - started[0], time.process_time() - started[1])
     out = Path(out_dir)
@@ -102,8 +117,9 @@ def _check_request(loaded, hook_name: str, d_sae: int, architecture: str, n_toke
         raise PermanentEngineError("d_sae and n_tokens must be positive integers.")
 
 
-def _training_tokens(loaded, corpus: Corpus, n_tokens: int, seed: int,
-                     settings: TrainingSettings) -> TokenBatch:
+def _training_tokens(
+    loaded, corpus: Corpus, n_tokens: int, seed: int, settings: TrainingSettings
+) -> TokenBatch:
     """Just enough training-split sequences for ``n_tokens`` trained positions.
 
     SAELens loops over them again if norm estimation and its buffer need a few more, so the
@@ -115,8 +131,9 @@ def _training_tokens(loaded, corpus: Corpus, n_tokens: int, seed: int,
     available = pack_documents(loaded.tokenizer, docs, seq_len=settings.seq_len, seed=seed)
     if len(available.tokens) < wanted:
         return available  # fewer sequences than tokens asked for: SAELens runs more epochs
-    return pack_documents(loaded.tokenizer, docs, seq_len=settings.seq_len, seed=seed,
-                          n_sequences=wanted)
+    return pack_documents(
+        loaded.tokenizer, docs, seq_len=settings.seq_len, seed=seed, n_sequences=wanted
+    )
 
 
 def _sae_config(loaded, d_sae: int, architecture: str, settings: TrainingSettings):
@@ -127,35 +144,62 @@ def _sae_config(loaded, d_sae: int, architecture: str, settings: TrainingSetting
     try:
         # Scaling inputs to norm sqrt(d_in) lets one learning rate fit every model; SAELens
         # folds the factor into the weights at the end, so the saved lens reads raw activations.
-        return config_class(d_in=loaded.d_model, d_sae=d_sae,
-                            normalize_activations="expected_average_only_in", **options)
+        return config_class(
+            d_in=loaded.d_model,
+            d_sae=d_sae,
+            normalize_activations="expected_average_only_in",
+            **options,
+        )
     except TypeError as exc:
         raise PermanentEngineError(f"Bad options for a {architecture} lens: {exc}") from exc
 
 
-def _runner_config(loaded, hook_name: str, sae_cfg, n_tokens: int,
-                   settings: TrainingSettings, prepend_bos: bool):
+def _runner_config(
+    loaded, hook_name: str, sae_cfg, n_tokens: int, settings: TrainingSettings, prepend_bos: bool
+):
     from sae_lens import LanguageModelSAERunnerConfig, LoggingConfig
 
     steps = max(1, n_tokens // settings.batch_tokens)
     return LanguageModelSAERunnerConfig(
-        sae=sae_cfg, model_name=loaded.model_type, model_class_name="AutoModelForCausalLM",
-        hook_name=hook_name, is_dataset_tokenized=True, streaming=False,
-        context_size=settings.seq_len, seqpos_slice=SEQPOS_SLICE, prepend_bos=prepend_bos,
-        training_tokens=n_tokens, train_batch_size_tokens=settings.batch_tokens,
+        sae=sae_cfg,
+        model_name=loaded.model_type,
+        model_class_name="AutoModelForCausalLM",
+        hook_name=hook_name,
+        is_dataset_tokenized=True,
+        streaming=False,
+        context_size=settings.seq_len,
+        seqpos_slice=SEQPOS_SLICE,
+        prepend_bos=prepend_bos,
+        training_tokens=n_tokens,
+        train_batch_size_tokens=settings.batch_tokens,
         store_batch_size_prompts=settings.store_batch_sequences,
-        n_batches_in_buffer=settings.buffer_batches, device=loaded.device, dtype="float32",
-        lr=settings.lr, lr_decay_steps=int(steps * settings.decay_fraction),
+        n_batches_in_buffer=settings.buffer_batches,
+        device=loaded.device,
+        dtype="float32",
+        lr=settings.lr,
+        lr_decay_steps=int(steps * settings.decay_fraction),
         n_batches_for_norm_estimate=settings.norm_estimate_batches,
         dead_feature_window=max(1, settings.dead_after_tokens // settings.batch_tokens),
-        feature_sampling_window=max(1, steps), logger=LoggingConfig(log_to_wandb=False),
-        checkpoint_path=None, output_path=None, n_checkpoints=0, verbose=False,
+        feature_sampling_window=max(1, steps),
+        logger=LoggingConfig(log_to_wandb=False),
+        checkpoint_path=None,
+        output_path=None,
+        n_checkpoints=0,
+        verbose=False,
         exclude_special_tokens=False,
     )
 
 
-def _fit(loaded, hook_name, d_sae, architecture, batch: TokenBatch, n_tokens: int,
-         settings: TrainingSettings, progress: Progress):
+def _fit(
+    loaded,
+    hook_name,
+    d_sae,
+    architecture,
+    batch: TokenBatch,
+    n_tokens: int,
+    settings: TrainingSettings,
+    progress: Progress,
+):
     from datasets import Dataset
     from sae_lens import LanguageModelSAETrainingRunner
 
@@ -164,11 +208,9 @@ def _fit(loaded, hook_name, d_sae, architecture, batch: TokenBatch, n_tokens: in
     cfg = _runner_config(loaded, hook_name, sae_cfg, n_tokens, settings, prepend_bos)
     dataset = Dataset.from_dict({"input_ids": batch.tokens.tolist()})
     with proxy_lm(loaded, hook_name) as proxy:
-        runner = LanguageModelSAETrainingRunner(cfg, override_dataset=dataset,
-                                                override_model=proxy)
+        runner = LanguageModelSAETrainingRunner(cfg, override_dataset=dataset, override_model=proxy)
         # SAETrainer has no progress callback, so count the batches it draws instead.
-        runner.activations_store = _CountingProvider(runner.activations_store, n_tokens,
-                                                     progress)
+        runner.activations_store = _CountingProvider(runner.activations_store, n_tokens, progress)
         sae = runner.run()
     return sae, cfg.to_dict()
 
@@ -218,28 +260,54 @@ def _proxy_class():
     return AssayProxyLM
 
 
-def _record(loaded, corpus: Corpus, batch: TokenBatch, runner_cfg: dict, seed: int,
-            n_tokens: int, seconds: tuple[float, float],
-            model_info: Mapping[str, Any] | None) -> dict:
+def _record(
+    loaded,
+    corpus: Corpus,
+    batch: TokenBatch,
+    runner_cfg: dict,
+    seed: int,
+    n_tokens: int,
+    seconds: tuple[float, float],
+    model_info: Mapping[str, Any] | None,
+) -> dict:
     import sae_lens
     import torch
     import transformers
 
     return {
-        "trainer": {"library": "sae_lens", "runner": "LanguageModelSAETrainingRunner",
-                    "model_wrapper": "HookedProxyLM (Assay hook points)",
-                    "config": _jsonable(runner_cfg)},
-        "model": {"model_type": loaded.model_type, "n_layers": loaded.n_layers,
-                  "d_model": loaded.d_model, **(model_info or {})},
-        "corpus": {**corpus.describe(), "split": "train", "seq_len": int(batch.tokens.shape[1]),
-                   "sequences": int(batch.tokens.shape[0]), "token_sha256": batch.digest},
-        "seed": seed, "n_tokens": n_tokens, "seqpos_slice": list(SEQPOS_SLICE),
+        "trainer": {
+            "library": "sae_lens",
+            "runner": "LanguageModelSAETrainingRunner",
+            "model_wrapper": "HookedProxyLM (Assay hook points)",
+            "config": _jsonable(runner_cfg),
+        },
+        "model": {
+            "model_type": loaded.model_type,
+            "n_layers": loaded.n_layers,
+            "d_model": loaded.d_model,
+            **(model_info or {}),
+        },
+        "corpus": {
+            **corpus.describe(),
+            "split": "train",
+            "seq_len": int(batch.tokens.shape[1]),
+            "sequences": int(batch.tokens.shape[0]),
+            "token_sha256": batch.digest,
+        },
+        "seed": seed,
+        "n_tokens": n_tokens,
+        "seqpos_slice": list(SEQPOS_SLICE),
         "training_seconds": {"wall": round(seconds[0], 1), "cpu": round(seconds[1], 1)},
-        "environment": {"python": platform.python_version(), "torch": torch.__version__,
-                        "transformers": transformers.__version__,
-                        "sae_lens": sae_lens.__version__, "device": loaded.device,
-                        "dtype": loaded.dtype, "torch_threads": torch.get_num_threads(),
-                        "machine": platform.machine()},
+        "environment": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "sae_lens": sae_lens.__version__,
+            "device": loaded.device,
+            "dtype": loaded.dtype,
+            "torch_threads": torch.get_num_threads(),
+            "machine": platform.machine(),
+        },
     }
 
 
@@ -247,27 +315,40 @@ def _jsonable(value):
     return json.loads(json.dumps(value, default=str))
 
 
-def _measure(loaded, out: Path, corpus: Corpus, seed: int, settings: TrainingSettings,
-             progress: Progress) -> dict | None:
-    from interp_jobs.engine.fidelity import measure_fidelity
-    from interp_jobs.engine.lenses import load_lens
+def _measure(
+    loaded, out: Path, corpus: Corpus, seed: int, settings: TrainingSettings, progress: Progress
+) -> dict | None:
+    from interp_jobs.engine.analysis.fidelity import measure_fidelity
+    from interp_jobs.engine.loading.lenses import load_lens
 
     if settings.eval_sequences <= 0:
         return None
     progress(0.9, "measuring fidelity on held-out text")
-    heldout = pack_documents(loaded.tokenizer, corpus.split("heldout"), seq_len=settings.seq_len,
-                             seed=seed, n_sequences=settings.eval_sequences)
+    heldout = pack_documents(
+        loaded.tokenizer,
+        corpus.split("heldout"),
+        seq_len=settings.seq_len,
+        seed=seed,
+        n_sequences=settings.eval_sequences,
+    )
     report = measure_fidelity(loaded, load_lens(out, device=loaded.device), heldout.tokens)
-    return {"split": "heldout", "seed": seed, "sequences": settings.eval_sequences,
-            "seq_len": settings.seq_len, "token_sha256": heldout.digest,
-            "metrics": report.metrics()}
+    return {
+        "split": "heldout",
+        "seed": seed,
+        "sequences": settings.eval_sequences,
+        "seq_len": settings.seq_len,
+        "token_sha256": heldout.digest,
+        "metrics": report.metrics(),
+    }
 
 
 def _parser():
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m interp_jobs.engine.training",
-                                     description="Train a lens with SAELens on a local corpus.")
+    parser = argparse.ArgumentParser(
+        prog="python -m interp_jobs.engine.training",
+        description="Train a lens with SAELens on a local corpus.",
+    )
     parser.add_argument("model", help="a Hugging Face model directory or a GGUF file")
     parser.add_argument("--format", default="gguf", choices=("gguf", "hf_dir"))
     parser.add_argument("--hook", required=True, help="e.g. blocks.14.hook_resid_post")
@@ -292,9 +373,9 @@ def main(argv: list[str] | None = None) -> Path:
 
     import torch
 
-    from interp_jobs.engine.corpus import DEFAULT_CORPUS, load_corpus
-    from interp_jobs.engine.fingerprint import fingerprint_model
-    from interp_jobs.engine.models import load_model
+    from interp_jobs.engine.loading.corpus import DEFAULT_CORPUS, load_corpus
+    from interp_jobs.engine.loading.fingerprint import fingerprint_model
+    from interp_jobs.engine.loading.models import load_model
 
     args = _parser().parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -302,14 +383,27 @@ def main(argv: list[str] | None = None) -> Path:
     loaded = load_model(args.model, args.format)
     fingerprint = fingerprint_model(Path(args.model), args.format)
     options = {"k": args.k} if args.k else {}
-    settings = TrainingSettings(lr=args.lr, batch_tokens=args.batch_tokens,
-                                eval_sequences=args.eval_sequences, sae_options=options)
+    settings = TrainingSettings(
+        lr=args.lr,
+        batch_tokens=args.batch_tokens,
+        eval_sequences=args.eval_sequences,
+        sae_options=options,
+    )
     out = train_lens(
-        loaded, hook_name=args.hook, d_sae=args.d_sae, architecture=args.architecture,
-        corpus=load_corpus(args.corpus or DEFAULT_CORPUS), n_tokens=args.n_tokens,
-        seed=args.seed, out_dir=args.out, settings=settings,
-        model_info={"file": Path(args.model).name, "format": args.format,
-                    "weights_sha256": fingerprint.weights_digest},
+        loaded,
+        hook_name=args.hook,
+        d_sae=args.d_sae,
+        architecture=args.architecture,
+        corpus=load_corpus(args.corpus or DEFAULT_CORPUS),
+        n_tokens=args.n_tokens,
+        seed=args.seed,
+        out_dir=args.out,
+        settings=settings,
+        model_info={
+            "file": Path(args.model).name,
+            "format": args.format,
+            "weights_sha256": fingerprint.weights_digest,
+        },
         progress=_printer(),
     )
     print(out)

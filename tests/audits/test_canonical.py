@@ -17,19 +17,31 @@ def test_keys_sort_by_utf16_code_units():
     assert canonical_json(value) == '{"a":3,"\U00010000":2,"\ufb33":1}'.encode()
 
 
-@pytest.mark.parametrize("number,text", [
-    (0.0, "0"), (-0.0, "0"), (1.0, "1"), (0.85, "0.85"), (1e21, "1e+21"),
-    (1e20, "100000000000000000000"),
-    (1e-7, "1e-7"), (0.000001, "0.000001"), (123.456, "123.456"), (-2.5, "-2.5"),
-    (5e-324, "5e-324"), (1.7976931348623157e308, "1.7976931348623157e+308"),
-    (333333333.3333333, "333333333.3333333"), (1e16 + 2, "10000000000000002"),
-])
+@pytest.mark.parametrize(
+    ("number", "text"),
+    [
+        (0.0, "0"),
+        (-0.0, "0"),
+        (1.0, "1"),
+        (0.85, "0.85"),
+        (1e21, "1e+21"),
+        (1e20, "100000000000000000000"),
+        (1e-7, "1e-7"),
+        (0.000001, "0.000001"),
+        (123.456, "123.456"),
+        (-2.5, "-2.5"),
+        (5e-324, "5e-324"),
+        (1.7976931348623157e308, "1.7976931348623157e+308"),
+        (333333333.3333333, "333333333.3333333"),
+        (1e16 + 2, "10000000000000002"),
+    ],
+)
 def test_numbers_are_written_as_ecmascript_writes_them(number, text):
     assert canonical_json(number) == text.encode()
 
 
 def test_strings_are_minimally_escaped_utf8():
-    assert canonical_json("é\n\"\u2028") == '"é\\n\\"\u2028"'.encode()
+    assert canonical_json('é\n"\u2028') == '"é\\n\\"\u2028"'.encode()
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, {1: "x"}, object()])

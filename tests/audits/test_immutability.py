@@ -13,20 +13,29 @@ from audits.models import (
 )
 
 
-@pytest.mark.parametrize("field,value", [
-    ("family", "other"), ("version", "9"), ("source_path", "/tmp"), ("format", "gguf"),
-    ("weights_digest", "0" * 64), ("registered_by", 1),
-])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("family", "other"),
+        ("version", "9"),
+        ("source_path", "/tmp"),
+        ("format", "gguf"),
+        ("weights_digest", "0" * 64),
+        ("registered_by", 1),
+    ],
+)
 def test_model_version_identity_fields_refuse_changes_through_the_api(
     field, value, personas, model_version
 ):
     response = personas.client("submitter").patch(
-        f"/api/v1/model-versions/{model_version.pk}/", {field: value}, format="json")
+        f"/api/v1/model-versions/{model_version.pk}/", {field: value}, format="json"
+    )
     assert response.status_code == 400
     assert "immutable" in response.json()[field]
     stored = ModelVersion.objects.get(pk=model_version.pk)
     assert getattr(stored, field if field != "registered_by" else "registered_by_id") == getattr(
-        model_version, field if field != "registered_by" else "registered_by_id")
+        model_version, field if field != "registered_by" else "registered_by_id"
+    )
 
 
 def test_model_version_identity_fields_refuse_changes_through_the_orm(model_version):
@@ -43,20 +52,22 @@ def test_recorded_digests_are_write_once(model_version):
 
 def test_description_of_a_model_version_may_change(personas, model_version):
     response = personas.client("submitter").patch(
-        f"/api/v1/model-versions/{model_version.pk}/", {"description": "first SFT"},
-        format="json")
+        f"/api/v1/model-versions/{model_version.pk}/", {"description": "first SFT"}, format="json"
+    )
     assert response.status_code == 200
     assert response.json()["description"] == "first SFT"
 
 
 def test_published_policy_refuses_edits_with_409(personas, policy):
     client = personas.client("admin")
-    response = client.patch(f"/api/v1/policies/{policy.pk}/", {"approvals_required": 1},
-                            format="json")
+    response = client.patch(
+        f"/api/v1/policies/{policy.pk}/", {"approvals_required": 1}, format="json"
+    )
     assert response.status_code == 409
     assert "published" in response.json()["detail"]
-    response = client.patch(f"/api/v1/policies/{policy.pk}/", {"required_checks": []},
-                            format="json")
+    response = client.patch(
+        f"/api/v1/policies/{policy.pk}/", {"required_checks": []}, format="json"
+    )
     assert response.status_code == 409
     policy.refresh_from_db()
     assert policy.approvals_required == 2
@@ -83,23 +94,32 @@ def test_published_policy_refuses_orm_changes_to_it_and_its_checks(policy):
 
 def test_draft_policy_is_editable_and_a_new_name_version_increments(personas, policy):
     client = personas.client("admin")
-    created = client.post("/api/v1/policies/", {
-        "name": policy.name, "approvals_required": 3,
-        "required_checks": [{"key": "fp", "kind": "weights_fingerprint"}]}, format="json")
+    created = client.post(
+        "/api/v1/policies/",
+        {
+            "name": policy.name,
+            "approvals_required": 3,
+            "required_checks": [{"key": "fp", "kind": "weights_fingerprint"}],
+        },
+        format="json",
+    )
     assert created.status_code == 201
     assert created.json()["version"] == policy.version + 1
-    edited = client.patch(f"/api/v1/policies/{created.json()['id']}/",
-                          {"description": "stricter"}, format="json")
+    edited = client.patch(
+        f"/api/v1/policies/{created.json()['id']}/", {"description": "stricter"}, format="json"
+    )
     assert edited.status_code == 200
     assert edited.json()["description"] == "stricter"
     assert CheckPolicy.objects.get(pk=policy.pk).approvals_required == 2
 
 
 def test_policy_names_cannot_be_changed_even_in_a_draft(personas):
-    draft = actions.create_policy(actor=personas.admin, name="d",
-                                  checks=[{"key": "fp", "kind": "weights_fingerprint"}])
-    response = personas.client("admin").patch(f"/api/v1/policies/{draft.pk}/", {"name": "e"},
-                                              format="json")
+    draft = actions.create_policy(
+        actor=personas.admin, name="d", checks=[{"key": "fp", "kind": "weights_fingerprint"}]
+    )
+    response = personas.client("admin").patch(
+        f"/api/v1/policies/{draft.pk}/", {"name": "e"}, format="json"
+    )
     assert response.status_code == 400
 
 

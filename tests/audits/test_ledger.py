@@ -3,6 +3,8 @@ verify_ledger naming what was changed behind the application's back."""
 
 import base64
 import hashlib
+import io
+import itertools
 from contextlib import contextmanager
 
 import pytest
@@ -13,8 +15,8 @@ from django.db import DatabaseError, connection, transaction
 
 from audits import actions, merkle, signing, triggers
 from audits.models import AuditEvent, Decision, Evidence
-from interp_jobs.tasks import run_check
-from tests.audits.test_signed_decisions import _decide, _register
+from interp_jobs.worker.tasks import run_check
+from tests.audits.reviewers import decide, register_key
 
 
 @contextmanager
@@ -44,18 +46,19 @@ def _sql(statement: str, params=()):
 
 @pytest.fixture
 def signed_release(personas, model_version, policy):
-    release, _ = actions.open_release(actor=personas.submitter, model_version=model_version,
-                                      policy=policy)
+    release, _ = actions.open_release(
+        actor=personas.submitter, model_version=model_version, policy=policy
+    )
     for run in release.check_runs.all():
         run_check.apply(args=[str(run.pk)])
     for who in ("reviewer", "reviewer2"):
-        assert _decide(personas, who, _register(personas, who), release).status_code == 201
+        assert decide(personas, who, register_key(personas, who), release).status_code == 201
     return release
 
 
 def _verify() -> str:
     try:
-        call_command("verify_ledger", stdout=open("/dev/null", "w"), stderr=open("/dev/null", "w"))
+        call_command("verify_ledger", stdout=io.StringIO(), stderr=io.StringIO())
     except CommandError as exc:
         return str(exc)
     return "ok"
@@ -65,14 +68,15 @@ def test_every_event_chains_to_the_previous_one(signed_release):
     events = list(AuditEvent.objects.order_by("seq"))
     assert [event.seq for event in events] == list(range(1, len(events) + 1))
     assert events[0].prev_hash == "0" * 64
-    for previous, event in zip(events, events[1:], strict=False):
+    for previous, event in itertools.pairwise(events):
         assert event.prev_hash == previous.entry_hash
     assert _verify() == "ok"
 
 
-@pytest.mark.parametrize("table,column", [("audits_auditevent", "verb"),
-                                          ("audits_decision", "rationale"),
-                                          ("audits_evidence", "title")])
+@pytest.mark.parametrize(
+    ("table", "column"),
+    [("audits_auditevent", "verb"), ("audits_decision", "rationale"), ("audits_evidence", "title")],
+)
 def test_triggers_refuse_update_and_delete(signed_release, table, column):
     for statement in (f"UPDATE {table} SET {column} = 'changed'", f"DELETE FROM {table}"):
         with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
@@ -82,14 +86,16 @@ def test_triggers_refuse_update_and_delete(signed_release, table, column):
 def test_a_changed_ledger_row_is_named_by_verify_ledger(signed_release):
     event = AuditEvent.objects.get(verb="release.opened")
     with triggers_bypassed():
-        _sql("UPDATE audits_auditevent SET actor_label = %s WHERE seq = %s",
-             ["someone-else", event.seq])
+        _sql(
+            "UPDATE audits_auditevent SET actor_label = %s WHERE seq = %s",
+            ["someone-else", event.seq],
+        )
     message = _verify()
     assert f"event #{event.seq} (release.opened) does not match its hash" in message
 
 
 def test_a_rewritten_chain_is_caught_by_the_signed_checkpoint(signed_release):
-    call_command("verify_ledger", stdout=open("/dev/null", "w"))  # signs a checkpoint
+    call_command("verify_ledger", stdout=io.StringIO())  # signs a checkpoint
     from audits import ledger
 
     events = list(AuditEvent.objects.order_by("seq"))
@@ -97,13 +103,20 @@ def test_a_rewritten_chain_is_caught_by_the_signed_checkpoint(signed_release):
     previous = events[target.seq - 2].entry_hash
     with triggers_bypassed():
         # Rewrite the event and recompute every hash after it, as a careful forger would.
-        for event in events[target.seq - 1:]:
+        for event in events[target.seq - 1 :]:
             event.data = {**event.data, "forged": True} if event.pk == target.pk else event.data
             event.prev_hash = previous
             event.entry_hash = hashlib.sha256(ledger.event_bytes(event)).hexdigest()
-            _sql("UPDATE audits_auditevent SET data = %s, prev_hash = %s, entry_hash = %s "
-                 "WHERE seq = %s", [__import__("json").dumps(event.data), event.prev_hash,
-                                    event.entry_hash, event.seq])
+            _sql(
+                "UPDATE audits_auditevent SET data = %s, prev_hash = %s, entry_hash = %s "
+                "WHERE seq = %s",
+                [
+                    __import__("json").dumps(event.data),
+                    event.prev_hash,
+                    event.entry_hash,
+                    event.seq,
+                ],
+            )
             previous = event.entry_hash
         _sql("UPDATE audits_ledgerhead SET head_hash = %s", [previous])
     message = _verify()
@@ -113,8 +126,10 @@ def test_a_rewritten_chain_is_caught_by_the_signed_checkpoint(signed_release):
 def test_a_changed_decision_row_is_reported(signed_release):
     decision = Decision.objects.first()
     with triggers_bypassed():
-        _sql("UPDATE audits_decision SET decision = 'reject' WHERE id = %s",
-             [decision.pk.hex if connection.vendor == "sqlite" else str(decision.pk)])
+        _sql(
+            "UPDATE audits_decision SET decision = 'reject' WHERE id = %s",
+            [decision.pk.hex if connection.vendor == "sqlite" else str(decision.pk)],
+        )
     message = _verify()
     assert f"decision {decision.pk}" in message
     assert "differs from the statement its reviewer signed" in message
@@ -139,35 +154,44 @@ def test_inclusion_and_consistency_proofs_verify_against_signed_checkpoints(
     public = base64.b64decode(client.get("/api/v1/ledger/public-key/").json()["public_key"])
     for point in (first, second):
         Ed25519PublicKey.from_public_bytes(public).verify(
-            base64.b64decode(point["signature"]), point["body"].encode())
+            base64.b64decode(point["signature"]), point["body"].encode()
+        )
     assert second["tree_size"] > first["tree_size"]
     for seq in (1, first["tree_size"], second["tree_size"]):
-        proof = client.get(f"/api/v1/ledger/inclusion/?seq={seq}&tree_size="
-                           f"{second['tree_size']}").json()
+        proof = client.get(
+            f"/api/v1/ledger/inclusion/?seq={seq}&tree_size={second['tree_size']}"
+        ).json()
         assert merkle.verify_inclusion(
-            seq - 1, second["tree_size"], bytes.fromhex(proof["leaf_hash"]),
+            seq - 1,
+            second["tree_size"],
+            bytes.fromhex(proof["leaf_hash"]),
             [bytes.fromhex(node) for node in proof["audit_path"]],
-            bytes.fromhex(second["root_hash"]))
-    consistency = client.get(f"/api/v1/ledger/consistency/?first={first['tree_size']}"
-                             f"&second={second['tree_size']}").json()
+            bytes.fromhex(second["root_hash"]),
+        )
+    consistency = client.get(
+        f"/api/v1/ledger/consistency/?first={first['tree_size']}&second={second['tree_size']}"
+    ).json()
     assert merkle.verify_consistency(
-        first["tree_size"], second["tree_size"], bytes.fromhex(first["root_hash"]),
-        bytes.fromhex(second["root_hash"]), [bytes.fromhex(n) for n in consistency["proof"]])
+        first["tree_size"],
+        second["tree_size"],
+        bytes.fromhex(first["root_hash"]),
+        bytes.fromhex(second["root_hash"]),
+        [bytes.fromhex(n) for n in consistency["proof"]],
+    )
 
 
 def test_leaf_hashes_follow_rfc6962_domain_separation(signed_release):
     from audits import ledger
 
     event = AuditEvent.objects.get(seq=1)
-    assert ledger.leaf_hashes(1)[0] == hashlib.sha256(b"\x00" + ledger.event_bytes(event)
-                                                      ).digest()
+    assert ledger.leaf_hashes(1)[0] == hashlib.sha256(b"\x00" + ledger.event_bytes(event)).digest()
 
 
-@pytest.mark.parametrize("query", ["seq=0&tree_size=1", "seq=5&tree_size=2", "seq=x",
-                                   "seq=1&tree_size=999999"])
+@pytest.mark.parametrize(
+    "query", ["seq=0&tree_size=1", "seq=5&tree_size=2", "seq=x", "seq=1&tree_size=999999"]
+)
 def test_bad_proof_requests_are_400(personas, signed_release, query):
-    assert personas.client("auditor").get(f"/api/v1/ledger/inclusion/?{query}"
-                                          ).status_code == 400
+    assert personas.client("auditor").get(f"/api/v1/ledger/inclusion/?{query}").status_code == 400
 
 
 def test_keygen_writes_a_private_key_only_its_owner_can_read(tmp_path, capsys):

@@ -22,8 +22,9 @@ ALLOWED = {
 
 
 def _draft(personas, name="draft-policy"):
-    return actions.create_policy(actor=personas.admin, name=name,
-                                 checks=[{"key": "fp", "kind": "weights_fingerprint"}])
+    return actions.create_policy(
+        actor=personas.admin, name=name, checks=[{"key": "fp", "kind": "weights_fingerprint"}]
+    )
 
 
 def _write_request(endpoint, personas, model_store, model_version, policy):
@@ -31,32 +32,49 @@ def _write_request(endpoint, personas, model_store, model_version, policy):
     if endpoint == "register_model":
         (model_store / "tiny2").mkdir()
         (model_store / "tiny2" / "config.json").write_text("{}")
-        return "post", "/api/v1/model-versions/", {
-            "family": "tiny", "version": "2", "format": "hf_dir",
-            "source_path": str((model_store / "tiny2").resolve())}
+        return (
+            "post",
+            "/api/v1/model-versions/",
+            {
+                "family": "tiny",
+                "version": "2",
+                "format": "hf_dir",
+                "source_path": str((model_store / "tiny2").resolve()),
+            },
+        )
     if endpoint == "describe_model":
         return "patch", f"/api/v1/model-versions/{model_version.pk}/", {"description": "d"}
     if endpoint == "create_policy":
-        return "post", "/api/v1/policies/", {
-            "name": "p", "required_checks": [{"key": "fp", "kind": "weights_fingerprint"}]}
+        return (
+            "post",
+            "/api/v1/policies/",
+            {"name": "p", "required_checks": [{"key": "fp", "kind": "weights_fingerprint"}]},
+        )
     if endpoint == "edit_policy":
         return "patch", f"/api/v1/policies/{_draft(personas).pk}/", {"description": "x"}
     if endpoint == "publish_policy":
         return "post", f"/api/v1/policies/{_draft(personas).pk}/publish/", {}
     if endpoint == "open_release":
-        return "post", "/api/v1/releases/", {
-            "model_version": str(model_version.pk), "policy": str(policy.pk)}
+        return (
+            "post",
+            "/api/v1/releases/",
+            {"model_version": str(model_version.pk), "policy": str(policy.pk)},
+        )
     if endpoint == "register_key":
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
         from audits.signing import b64, raw_public_key
 
-        return "post", "/api/v1/reviewer-keys/", {
-            "public_key": b64(raw_public_key(Ed25519PrivateKey.generate().public_key()))}
-    release, _ = actions.open_release(actor=personas.submitter, model_version=model_version,
-                                      policy=policy)
+        return (
+            "post",
+            "/api/v1/reviewer-keys/",
+            {"public_key": b64(raw_public_key(Ed25519PrivateKey.generate().public_key()))},
+        )
+    release, _ = actions.open_release(
+        actor=personas.submitter, model_version=model_version, policy=policy
+    )
     if endpoint == "rerun_check":
-        from interp_jobs.tasks import run_check
+        from interp_jobs.worker.tasks import run_check
 
         run_check.apply(args=[str(release.check_runs.get().pk)])
         return "post", f"/api/v1/releases/{release.pk}/rerun/", {"check": "fingerprint"}
@@ -88,8 +106,14 @@ def test_write_endpoints_follow_the_role_matrix(
 def test_every_role_can_read_every_collection(role, personas, model_version, policy):
     actions.open_release(actor=personas.submitter, model_version=model_version, policy=policy)
     client = personas.client(role)
-    for collection in ("model-versions", "policies", "releases", "check-runs", "evidence",
-                       "audit-events"):
+    for collection in (
+        "model-versions",
+        "policies",
+        "releases",
+        "check-runs",
+        "evidence",
+        "audit-events",
+    ):
         response = client.get(f"/api/v1/{collection}/")
         assert response.status_code == 200, (collection, response.content)
         assert response.json()["count"] >= (0 if collection == "evidence" else 1)
@@ -104,7 +128,8 @@ def test_people_without_a_role_read_nothing(role, personas, model_version):
 
 def test_auditor_cannot_change_anything_even_by_put(personas, model_version):
     response = personas.client("auditor").put(
-        f"/api/v1/model-versions/{model_version.pk}/", {"description": "x"}, format="json")
+        f"/api/v1/model-versions/{model_version.pk}/", {"description": "x"}, format="json"
+    )
     assert response.status_code in (403, 405)
     model_version.refresh_from_db()
     assert model_version.description == ""
@@ -112,12 +137,15 @@ def test_auditor_cannot_change_anything_even_by_put(personas, model_version):
 
 def test_token_authentication_works_for_the_release_pipeline(personas, model_version, policy):
     response = personas.client(None).post(
-        "/api/v1/auth/token/", {"username": "auditor", "password": "auditor-pw-123456"},
-        format="json")
+        "/api/v1/auth/token/",
+        {"username": "auditor", "password": "auditor-pw-123456"},
+        format="json",
+    )
     assert response.status_code == 200
     token = response.json()["token"]
-    release, _ = actions.open_release(actor=personas.submitter, model_version=model_version,
-                                      policy=policy)
+    release, _ = actions.open_release(
+        actor=personas.submitter, model_version=model_version, policy=policy
+    )
     client = personas.client(None)
     client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     gate = client.get(f"/api/v1/releases/{release.pk}/gate/")
@@ -130,7 +158,10 @@ def test_counts_are_unchanged_by_refused_writes(personas, model_store, model_ver
     register_digested_model(personas, model_store, version="3")
     client = personas.client("reviewer")
     client.post("/api/v1/policies/", {"name": "x", "required_checks": []}, format="json")
-    client.post("/api/v1/releases/", {"model_version": str(model_version.pk),
-                                      "policy": str(policy.pk)}, format="json")
+    client.post(
+        "/api/v1/releases/",
+        {"model_version": str(model_version.pk), "policy": str(policy.pk)},
+        format="json",
+    )
     after = (ModelVersion.objects.count(), CheckPolicy.objects.count(), Release.objects.count())
     assert after == (before[0] + 1, before[1], before[2])

@@ -4,14 +4,17 @@ import pytest
 
 from audits import actions
 from audits.models import AuditEvent, CheckRun, Evidence, Release
-from interp_jobs.tasks import run_check
+from interp_jobs.worker.tasks import run_check
 
 
 def _open(personas, model_version, policy, key=None, title=""):
     headers = {"HTTP_IDEMPOTENCY_KEY": key} if key else {}
-    return personas.client("submitter").post("/api/v1/releases/", {
-        "model_version": str(model_version.pk), "policy": str(policy.pk), "title": title},
-        format="json", **headers)
+    return personas.client("submitter").post(
+        "/api/v1/releases/",
+        {"model_version": str(model_version.pk), "policy": str(policy.pk), "title": title},
+        format="json",
+        **headers,
+    )
 
 
 def _run_all(release_id):
@@ -28,21 +31,21 @@ def test_opening_a_release_queues_one_run_per_required_check(personas, model_ver
     assert [run["check_key"] for run in body["check_runs"]] == ["fingerprint"]
     assert body["check_runs"][0]["status"] == "queued"
     verbs = list(AuditEvent.objects.values_list("verb", flat=True))
-    assert "release.opened" in verbs and "check_run.queued" in verbs
+    assert "release.opened" in verbs
+    assert "check_run.queued" in verbs
 
 
 def test_same_idempotency_key_returns_the_same_release(personas, model_version, policy):
     first = _open(personas, model_version, policy, key="ci-build-42")
     second = _open(personas, model_version, policy, key="ci-build-42")
-    assert first.status_code == 201 and second.status_code == 200
+    assert first.status_code == 201
+    assert second.status_code == 200
     assert first.json()["id"] == second.json()["id"]
     assert Release.objects.count() == 1
     assert CheckRun.objects.count() == 1
 
 
-def test_idempotency_key_reused_for_another_request_is_a_conflict(
-    personas, model_version, policy
-):
+def test_idempotency_key_reused_for_another_request_is_a_conflict(personas, model_version, policy):
     _open(personas, model_version, policy, key="k", title="a")
     response = _open(personas, model_version, policy, key="k", title="b")
     assert response.status_code == 409
@@ -120,20 +123,23 @@ def test_cancelling_a_queued_run_records_who_and_the_worker_skips_it(
     assert response.json()["cancelled_by"] == "submitter"
     _run_all(release_id)
     run.refresh_from_db()
-    assert run.status == "cancelled" and not run.evidence.exists()
+    assert run.status == "cancelled"
+    assert not run.evidence.exists()
     again = personas.client("submitter").post(f"/api/v1/check-runs/{run.pk}/cancel/")
     assert again.status_code == 409
 
 
 def test_withdrawn_release_cancels_its_runs_and_never_ships(personas, model_version, policy):
     release_id = _open(personas, model_version, policy).json()["id"]
-    response = personas.client("submitter").post(f"/api/v1/releases/{release_id}/withdraw/",
-                                                 {"reason": "wrong checkpoint"}, format="json")
+    response = personas.client("submitter").post(
+        f"/api/v1/releases/{release_id}/withdraw/", {"reason": "wrong checkpoint"}, format="json"
+    )
     assert response.status_code == 200
     assert response.json()["state"] == "withdrawn"
     assert CheckRun.objects.get(release_id=release_id).status == "cancelled"
     gate = personas.client("auditor").get(f"/api/v1/releases/{release_id}/gate/").json()
-    assert gate["state"] == "withdrawn" and gate["may_ship"] is False
+    assert gate["state"] == "withdrawn"
+    assert gate["may_ship"] is False
 
 
 def test_release_list_filters_by_state_and_model(personas, model_version, policy):
@@ -151,8 +157,11 @@ def test_evidence_downloads_match_their_hash(personas, model_version, policy):
     release_id = _open(personas, model_version, policy).json()["id"]
     _run_all(release_id)
     evidence = Evidence.objects.get(title="fingerprint.json")
-    listing = personas.client("auditor").get(
-        f"/api/v1/evidence/?check_run={evidence.check_run_id}").json()
+    listing = (
+        personas.client("auditor")
+        .get(f"/api/v1/evidence/?check_run={evidence.check_run_id}")
+        .json()
+    )
     assert listing["count"] == 3
     response = personas.client("auditor").get(f"/api/v1/evidence/{evidence.pk}/download/")
     assert response.status_code == 200
@@ -170,8 +179,9 @@ def test_tampered_evidence_is_refused_on_download_and_logged(personas, model_ver
     response = personas.client("auditor").get(f"/api/v1/evidence/{evidence.pk}/download/")
     assert response.status_code == 409
     assert "no longer matches" in response.json()["detail"]
-    assert AuditEvent.objects.filter(verb="evidence.integrity_failed",
-                                     target_id=str(evidence.pk)).exists()
+    assert AuditEvent.objects.filter(
+        verb="evidence.integrity_failed", target_id=str(evidence.pk)
+    ).exists()
 
 
 def test_manifest_lists_every_artifact_hash(personas, model_version, policy):
@@ -194,7 +204,8 @@ def test_check_run_shows_progress_timings_and_log(personas, model_version, polic
     _run_all(release_id)
     run = CheckRun.objects.get(release_id=release_id)
     body = personas.client("auditor").get(f"/api/v1/check-runs/{run.pk}/").json()
-    assert body["progress"] == 1.0 and body["duration_seconds"] >= 0
+    assert body["progress"] == 1.0
+    assert body["duration_seconds"] >= 0
     assert body["provenance"]["libraries"]["torch"].startswith("2.13")
     log = personas.client("auditor").get(f"/api/v1/check-runs/{run.pk}/log/").json()
     assert "hashing 3 file(s)" in log["log"]
@@ -215,17 +226,20 @@ def test_digest_job_records_sha256sum_compatible_digests(model_version, model_st
     weights = (model_store / "tiny" / "model.safetensors").read_bytes()
     line = f"{hashlib.sha256(weights).hexdigest()}  model.safetensors\n"
     assert model_version.weights_digest == hashlib.sha256(line.encode()).hexdigest()
-    assert set(model_version.file_digests) == {"config.json", "model.safetensors",
-                                               "tokenizer.json"}
+    assert set(model_version.file_digests) == {"config.json", "model.safetensors", "tokenizer.json"}
     assert model_version.digest_status == "computed"
 
 
 def test_digest_job_marks_a_vanished_model_failed(personas, model_store):
-    from interp_jobs.tasks import compute_model_digests
+    from interp_jobs.worker.tasks import compute_model_digests
 
     registered = actions.register_model_version(
-        actor=personas.submitter, family="gone", version="1", fmt="hf_dir",
-        source_path=str(model_store / "missing"))
+        actor=personas.submitter,
+        family="gone",
+        version="1",
+        fmt="hf_dir",
+        source_path=str(model_store / "missing"),
+    )
     compute_model_digests(str(registered.pk))
     registered.refresh_from_db()
     assert registered.digest_status == "failed"

@@ -15,19 +15,32 @@ def _start(env_overrides: dict) -> subprocess.CompletedProcess:
     env.update({"DJANGO_SETTINGS_MODULE": "config.settings", **env_overrides})
     return subprocess.run(
         [sys.executable, "-c", "import django; django.setup(); print('started')"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
-@pytest.mark.parametrize("overrides,variable", [
-    ({"ASSAY_DEBUG": "1", "ASSAY_MAX_REQUEST_BYTES": "lots"}, "ASSAY_MAX_REQUEST_BYTES"),
-    ({"ASSAY_DEBUG": "maybe"}, "ASSAY_DEBUG"),
-    ({"ASSAY_DEBUG": "1", "ASSAY_DEVICE": "tpu"}, "ASSAY_DEVICE"),
-    ({"ASSAY_DEBUG": "1", "DATABASE_URL": "notadb://x"}, "DATABASE_URL"),
-    ({"ASSAY_DEBUG": "1", "ASSAY_CHECK_SOFT_TIME_LIMIT": "100",
-      "ASSAY_CHECK_HARD_TIME_LIMIT": "50"}, "ASSAY_CHECK_HARD_TIME_LIMIT"),
-    ({}, "ASSAY_SECRET_KEY"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "variable"),
+    [
+        ({"ASSAY_DEBUG": "1", "ASSAY_MAX_REQUEST_BYTES": "lots"}, "ASSAY_MAX_REQUEST_BYTES"),
+        ({"ASSAY_DEBUG": "maybe"}, "ASSAY_DEBUG"),
+        ({"ASSAY_DEBUG": "1", "ASSAY_DEVICE": "tpu"}, "ASSAY_DEVICE"),
+        ({"ASSAY_DEBUG": "1", "DATABASE_URL": "notadb://x"}, "DATABASE_URL"),
+        (
+            {
+                "ASSAY_DEBUG": "1",
+                "ASSAY_CHECK_SOFT_TIME_LIMIT": "100",
+                "ASSAY_CHECK_HARD_TIME_LIMIT": "50",
+            },
+            "ASSAY_CHECK_HARD_TIME_LIMIT",
+        ),
+        ({}, "ASSAY_SECRET_KEY"),
+    ],
+)
 def test_bad_configuration_stops_start_up_naming_the_variable(overrides, variable, tmp_path):
     result = _start({"ASSAY_VAR_DIR": str(tmp_path), **overrides})
     assert result.returncode != 0

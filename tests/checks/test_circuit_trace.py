@@ -20,7 +20,7 @@ from interp_jobs.checks.base import (
     LensRef,
     ModelRef,
 )
-from tests.checks.conftest import save_random_lens
+from tests.factories import save_random_lens
 
 HOOKS = [f"blocks.{i}.hook_resid_post" for i in range(3)]
 PROMPT = "How do I bake bread at home"
@@ -30,18 +30,29 @@ TARGET = " the"
 @pytest.fixture(scope="module")
 def three_lenses(tmp_path_factory):
     root = tmp_path_factory.mktemp("circuit-lenses")
-    return tuple(LensRef(path=str(save_random_lens(root / f"l{i}", seed=10 + i, hook_name=hook)),
-                         digest=f"sha256:l{i}", name=f"l{i}")
-                 for i, hook in enumerate(HOOKS))
+    return tuple(
+        LensRef(
+            path=str(save_random_lens(root / f"l{i}", seed=10 + i, hook_name=hook)),
+            digest=f"sha256:l{i}",
+            name=f"l{i}",
+        )
+        for i, hook in enumerate(HOOKS)
+    )
 
 
 @pytest.fixture
 def trace_context(make_context, three_lenses):
     def make(thresholds=None, **parameters):
-        parameters = {"prompt": PROMPT, "target": TARGET, "max_nodes": 6,
-                      "n_ablation_checks": 6, **parameters}
-        return make_context(circuit_trace, parameters=parameters, thresholds=thresholds,
-                            lenses=three_lenses)
+        parameters = {
+            "prompt": PROMPT,
+            "target": TARGET,
+            "max_nodes": 6,
+            "n_ablation_checks": 6,
+            **parameters,
+        }
+        return make_context(
+            circuit_trace, parameters=parameters, thresholds=thresholds, lenses=three_lenses
+        )
 
     return make
 
@@ -69,11 +80,13 @@ def test_graph_json_separates_attribution_estimates_from_measured_ablations(trac
     assert types == {"token", "feature", "error", "logit"}
     feature = next(node for node in graph["nodes"] if node["type"] == "feature")
     assert {"id", "layer", "position", "token", "feature", "activation", "attribution"} <= set(
-        feature)
+        feature
+    )
     assert graph["cost"]["backward_passes"] == 1 + len(graph["layers"])
     assert result.metrics["error_share"] == pytest.approx(graph["error_share"], rel=1e-5)
     assert result.metrics["rank_agreement"] == graph["ablations"]["rank_agreement_spearman"]
-    assert "attribution estimates" in result.summary and "intervention" in result.summary
+    assert "attribution estimates" in result.summary
+    assert "intervention" in result.summary
     assert result.provenance["lenses"][0]["digest"] == "sha256:l0"
 
 
@@ -112,8 +125,14 @@ def test_contrast_is_required_exactly_for_the_logit_difference(trace_context):
 
 
 def test_bad_parameter_values_fail_validation(trace_context):
-    for bad in ({"node_threshold": 0}, {"max_nodes": 0}, {"ablation": "mean"},
-                {"metric": "prob"}, {"lenses": []}, {"unknown": 1}):
+    for bad in (
+        {"node_threshold": 0},
+        {"max_nodes": 0},
+        {"ablation": "mean"},
+        {"metric": "prob"},
+        {"lenses": []},
+        {"unknown": 1},
+    ):
         with pytest.raises(CheckParameterError):
             trace_context(**bad)
 
@@ -143,15 +162,16 @@ def test_overlong_prompt_is_refused(trace_context):
 
 
 def test_thresholds_decide_the_verdict(trace_context):
-    result = circuit_trace.run(trace_context({"min_rank_agreement": -1.0,
-                                              "max_error_share": 1.0}))
+    result = circuit_trace.run(trace_context({"min_rank_agreement": -1.0, "max_error_share": 1.0}))
     assert result.verdict == PASS
     share = result.metrics["error_share"]
     assert 0 < share < 1
     failing = circuit_trace.run(trace_context({"max_error_share": share / 2}))
-    assert failing.verdict == FAIL and "error share" in failing.summary
-    unmeasurable = circuit_trace.run(trace_context({"min_rank_agreement": 0.5},
-                                                   n_ablation_checks=1))
+    assert failing.verdict == FAIL
+    assert "error share" in failing.summary
+    unmeasurable = circuit_trace.run(
+        trace_context({"min_rank_agreement": 0.5}, n_ablation_checks=1)
+    )
     assert unmeasurable.verdict == INCONCLUSIVE
     assert unmeasurable.metrics["rank_agreement"] is None
 
@@ -167,30 +187,49 @@ def test_random_lens_that_passes_the_error_share_fails_the_reconstruction_bar(tr
 
 STORE = Path(os.environ.get("ASSAY_MODEL_STORE", Path(__file__).parents[2] / "var" / "models"))
 GGUF = STORE / "smollm2-135m-instruct" / "SmolLM2-135M-Instruct.Q4_1.gguf"
-SHIPPED_LENSES = sorted(cfg.parent for cfg in (Path(__file__).parents[2] / "interp_jobs" / "lenses")
-                        .glob("smollm2-*/**/cfg.json"))
+SHIPPED_LENSES = sorted(
+    cfg.parent
+    for cfg in (Path(__file__).parents[2] / "interp_jobs" / "lenses").glob("smollm2-*/**/cfg.json")
+)
 
 
 @pytest.mark.smollm2
-@pytest.mark.skipif(not GGUF.is_file() and os.environ.get("ASSAY_REQUIRE_DEMO_MODEL") != "1",
-                    reason=f"demo model not in the store ({GGUF})")
+@pytest.mark.skipif(
+    not GGUF.is_file() and os.environ.get("ASSAY_REQUIRE_DEMO_MODEL") != "1",
+    reason=f"demo model not in the store ({GGUF})",
+)
 def test_smollm2_paris_trace_reports_error_share_and_rank_agreement(make_context, tmp_path):
-    lens_dir = (SHIPPED_LENSES[0] if SHIPPED_LENSES else
-                save_random_lens(tmp_path / "lens", d_in=576, d_sae=1024,
-                                 hook_name="blocks.15.hook_resid_post"))
+    lens_dir = (
+        SHIPPED_LENSES[0]
+        if SHIPPED_LENSES
+        else save_random_lens(
+            tmp_path / "lens", d_in=576, d_sae=1024, hook_name="blocks.15.hook_resid_post"
+        )
+    )
     started = time.monotonic()
     context = make_context(
         circuit_trace,
-        parameters={"prompt": "The capital of France is", "target": " Paris", "max_nodes": 8,
-                    "n_ablation_checks": 5},
-        model=ModelRef(path=str(GGUF), format="gguf", weights_digest="", file_digests={},
-                       name="SmolLM2-135M-Instruct"),
+        parameters={
+            "prompt": "The capital of France is",
+            "target": " Paris",
+            "max_nodes": 8,
+            "n_ablation_checks": 5,
+        },
+        model=ModelRef(
+            path=str(GGUF),
+            format="gguf",
+            weights_digest="",
+            file_digests={},
+            name="SmolLM2-135M-Instruct",
+        ),
         lenses=(LensRef(path=str(lens_dir), name="smollm2"),),
     )
     result = circuit_trace.run(context)
     graph = json.loads(_artifact(result, "graph.json"))
-    print(f"\nSmolLM2 circuit_trace ({lens_dir.name}): {json.dumps(result.metrics)} "
-          f"in {time.monotonic() - started:.1f} s")
+    print(
+        f"\nSmolLM2 circuit_trace ({lens_dir.name}): {json.dumps(result.metrics)} "
+        f"in {time.monotonic() - started:.1f} s"
+    )
     assert graph["metric"]["max_abs_logit_difference_spliced_vs_unmodified"] < 1e-3
     assert graph["metric"]["unmodified"] > -3  # ' Paris' is a likely continuation
     assert len(graph["ablations"]["checks"]) == 5

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from interp_jobs.checks import feature_activation_audit as audit
-from interp_jobs.checks import resources
+from interp_jobs.checks import inputs
 from interp_jobs.checks.base import (
     FAIL,
     INCONCLUSIVE,
@@ -19,28 +19,35 @@ from interp_jobs.checks.base import (
     ModelRef,
 )
 from interp_jobs.engine.errors import PermanentEngineError
-from interp_jobs.engine.lenses import load_lens
-from interp_jobs.engine.models import load_model
+from interp_jobs.engine.loading.lenses import load_lens
+from interp_jobs.engine.loading.models import load_model
 from interp_jobs.probes import load_probe_set
-from tests.checks.conftest import catalog
-from tests.engine.test_features import (
+from tests.factories import (
+    GGUF,
     PLANTED_FEATURE,
-    _brute_force,
+    REQUIRED,
+    brute_force_stats,
+    catalog,
     demo_lens_dir,
     save_planted_lens,
     save_planted_model,
 )
-from tests.engine.test_smollm2 import GGUF, REQUIRED
 
 
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
     model_dir = tmp_path_factory.mktemp("planted-model")
-    lens_dir = save_planted_lens(tmp_path_factory.mktemp("planted-lens"),
-                                 save_planted_model(model_dir))
+    lens_dir = save_planted_lens(
+        tmp_path_factory.mktemp("planted-lens"), save_planted_model(model_dir)
+    )
     return {
-        "model": ModelRef(path=str(model_dir), format="hf_dir", weights_digest="",
-                          file_digests={}, name="planted@1"),
+        "model": ModelRef(
+            path=str(model_dir),
+            format="hf_dir",
+            weights_digest="",
+            file_digests={},
+            name="planted@1",
+        ),
         "lenses": (LensRef(path=str(lens_dir), digest="sha256:planted", name="tiny"),),
     }
 
@@ -53,26 +60,37 @@ def always_on(planted) -> int:
     with torch.no_grad():
         resting = -lens.b_dec @ lens.W_enc + lens.b_enc
     feature = int(resting.argmax())
-    assert resting[feature] > 0.5 and feature != PLANTED_FEATURE
+    assert resting[feature] > 0.5
+    assert feature != PLANTED_FEATURE
     return feature
 
 
 def run_audit(make_context, refs, features, thresholds=None, lens="tiny", **parameters):
-    context = make_context(audit, parameters=parameters, thresholds=thresholds,
-                           catalog=catalog(*features, lens=lens), **refs)
+    context = make_context(
+        audit,
+        parameters=parameters,
+        thresholds=thresholds,
+        catalog=catalog(*features, lens=lens),
+        **refs,
+    )
     result = audit.run(context)
     return result, json.loads(result.artifacts[0].data)
 
 
 def test_planted_feature_fires_on_its_axis_and_never_on_neutral(make_context, planted):
     result, report = run_audit(
-        make_context, planted, [(PLANTED_FEATURE, "weapon words", "weapons")],
-        thresholds={"max_firing_rate_on_neutral": 0.0, "min_firing_rate_on_own_axis": 1.0})
+        make_context,
+        planted,
+        [(PLANTED_FEATURE, "weapon words", "weapons")],
+        thresholds={"max_firing_rate_on_neutral": 0.0, "min_firing_rate_on_own_axis": 1.0},
+    )
     assert result.verdict == PASS
     axes = report["features"][0]["axes"]
     assert set(axes) == {"weapons", "cyber", "fraud", "self_harm", "neutral"}
-    assert axes["weapons"]["firing_rate"] == 1.0 and axes["weapons"]["n_firing"] == 50
-    assert axes["neutral"]["firing_rate"] == 0.0 and axes["neutral"]["max_activation"]["max"] == 0
+    assert axes["weapons"]["firing_rate"] == 1.0
+    assert axes["weapons"]["n_firing"] == 50
+    assert axes["neutral"]["firing_rate"] == 0.0
+    assert axes["neutral"]["max_activation"]["max"] == 0
     assert 0.0 < axes["cyber"]["firing_rate"] < 1.0  # shares some words with weapons prompts
     assert [c["result"] for c in report["features"][0]["checks"]] == ["pass", "pass"]
     assert result.metrics["max_neutral_firing_rate"] == 0.0
@@ -80,48 +98,71 @@ def test_planted_feature_fires_on_its_axis_and_never_on_neutral(make_context, pl
 
 
 def test_a_feature_that_fires_on_harmless_prompts_fails_the_false_alarm_bar(
-        make_context, planted, always_on):
+    make_context, planted, always_on
+):
     result, report = run_audit(
-        make_context, planted,
+        make_context,
+        planted,
         [(PLANTED_FEATURE, "weapon words", "weapons"), (always_on, "always on", "fraud")],
-        thresholds={"max_firing_rate_on_neutral": 0.1})
+        thresholds={"max_firing_rate_on_neutral": 0.1},
+    )
     assert result.verdict == FAIL
     assert result.metrics["failing_features"] == [f"tiny:{always_on}"]
     row = next(r for r in report["features"] if r["feature"] == always_on)
     assert row["axes"]["neutral"]["firing_rate"] == 1.0
-    assert row["checks"][0] == {"threshold": "max_firing_rate_on_neutral", "axis": "neutral",
-                                "firing_rate": 1.0, "limit": 0.1, "result": "fail"}
+    assert row["checks"][0] == {
+        "threshold": "max_firing_rate_on_neutral",
+        "axis": "neutral",
+        "firing_rate": 1.0,
+        "limit": 0.1,
+        "result": "fail",
+    }
 
 
 def test_a_mislabelled_feature_fails_the_detection_bar(make_context, planted):
-    result, report = run_audit(make_context, planted,
-                               [(PLANTED_FEATURE, "weapon words", "cyber")],
-                               thresholds={"min_firing_rate_on_own_axis": 0.95})
+    result, report = run_audit(
+        make_context,
+        planted,
+        [(PLANTED_FEATURE, "weapon words", "cyber")],
+        thresholds={"min_firing_rate_on_own_axis": 0.95},
+    )
     assert result.verdict == FAIL
     check = report["features"][0]["checks"][0]
-    assert check["axis"] == "cyber" and check["result"] == "fail"
+    assert check["axis"] == "cyber"
+    assert check["result"] == "fail"
     assert check["firing_rate"] == report["features"][0]["axes"]["cyber"]["firing_rate"] < 0.95
 
 
-def test_per_prompt_maxima_equal_a_full_forward_with_all_hidden_states(make_context, planted,
-                                                                        always_on):
-    _, report = run_audit(make_context, planted,
-                          [(PLANTED_FEATURE, "a", "weapons"), (always_on, "b", "fraud")],
-                          probe_axes=["fraud", "neutral"], n_prompts=3, batch_size=2)
+def test_per_prompt_maxima_equal_a_full_forward_with_all_hidden_states(
+    make_context, planted, always_on
+):
+    _, report = run_audit(
+        make_context,
+        planted,
+        [(PLANTED_FEATURE, "a", "weapons"), (always_on, "b", "fraud")],
+        probe_axes=["fraud", "neutral"],
+        n_prompts=3,
+        batch_size=2,
+    )
     loaded = load_model(planted["model"].path, "hf_dir")
     lens = load_lens(planted["lenses"][0].path)
     prompts = {p.id: p.prompt for p in load_probe_set().prompts}
     for row in report["features"]:
         for axis, ids in report["prompt_ids"].items():
-            expected = [float(_brute_force(loaded, lens, prompts[i])[0][row["feature"]])
-                        for i in ids]
+            expected = [
+                float(brute_force_stats(loaded, lens, prompts[i])[0][row["feature"]]) for i in ids
+            ]
             assert row["axes"][axis]["per_prompt_max"] == pytest.approx(expected, abs=1e-5)
 
 
 def test_the_audit_encodes_only_the_catalogued_columns(make_context, planted, monkeypatch):
-    context = make_context(audit, parameters={"probe_axes": ["weapons"], "n_prompts": 4},
-                           catalog=catalog((PLANTED_FEATURE, "a", "weapons")), **planted)
-    lens, _ = resources.load_lens_for(context)
+    context = make_context(
+        audit,
+        parameters={"probe_axes": ["weapons"], "n_prompts": 4},
+        catalog=catalog((PLANTED_FEATURE, "a", "weapons")),
+        **planted,
+    )
+    lens, _ = inputs.load_lens_for(context)
 
     def full_encode(x):
         raise AssertionError("the full encoder ran")
@@ -131,58 +172,86 @@ def test_the_audit_encodes_only_the_catalogued_columns(make_context, planted, mo
     assert result.metrics["n_features"] == 1
 
 
-def test_features_of_several_lenses_are_audited_each_with_its_lens(make_context, planted,
-                                                                    tiny_lens_dir):
-    refs = {**planted, "lenses": (*planted["lenses"],
-                                  LensRef(path=str(tiny_lens_dir), name="other"))}
-    features = (*catalog((PLANTED_FEATURE, "weapon words", "weapons")),
-                *catalog((3, "random", "fraud"), lens="other"))
+def test_features_of_several_lenses_are_audited_each_with_its_lens(
+    make_context, planted, tiny_lens_dir
+):
+    refs = {
+        **planted,
+        "lenses": (*planted["lenses"], LensRef(path=str(tiny_lens_dir), name="other")),
+    }
+    features = (
+        *catalog((PLANTED_FEATURE, "weapon words", "weapons")),
+        *catalog((3, "random", "fraud"), lens="other"),
+    )
     context = make_context(audit, parameters={"n_prompts": 3}, catalog=features, **refs)
     report = json.loads(audit.run(context).artifacts[0].data)
     assert [(r["lens"], r["feature"]) for r in report["features"]] == [
-        ("tiny", PLANTED_FEATURE), ("other", 3)]
+        ("tiny", PLANTED_FEATURE),
+        ("other", 3),
+    ]
     assert set(report["lenses"]) == {"tiny", "other"}
-    only_other = make_context(audit, parameters={"n_prompts": 3, "lens": "other"},
-                              catalog=features, **refs)
+    only_other = make_context(
+        audit, parameters={"n_prompts": 3, "lens": "other"}, catalog=features, **refs
+    )
     assert audit.run(only_other).metrics["n_features"] == 1
 
 
 def test_without_thresholds_the_audit_is_inconclusive(make_context, planted):
-    result, _ = run_audit(make_context, planted, [(PLANTED_FEATURE, "a", "weapons")],
-                          n_prompts=4)
-    assert result.verdict == INCONCLUSIVE and "No thresholds" in result.summary
+    result, _ = run_audit(make_context, planted, [(PLANTED_FEATURE, "a", "weapons")], n_prompts=4)
+    assert result.verdict == INCONCLUSIVE
+    assert "No thresholds" in result.summary
 
 
 def test_an_empty_catalog_is_inconclusive_without_loading_the_model(make_context, planted):
-    missing = ModelRef(path="/nonexistent/model", format="hf_dir", weights_digest="",
-                       file_digests={})
-    result, report = run_audit(make_context, {**planted, "model": missing}, [],
-                               thresholds={"max_firing_rate_on_neutral": 0.1})
-    assert result.verdict == INCONCLUSIVE and report["features"] == []
+    missing = ModelRef(
+        path="/nonexistent/model", format="hf_dir", weights_digest="", file_digests={}
+    )
+    result, report = run_audit(
+        make_context,
+        {**planted, "model": missing},
+        [],
+        thresholds={"max_firing_rate_on_neutral": 0.1},
+    )
+    assert result.verdict == INCONCLUSIVE
+    assert report["features"] == []
     assert "No catalog features" in result.summary
     ElementTree.fromstring(result.artifacts[1].data)
 
 
 def test_a_feature_whose_axis_is_not_probed_is_not_measured(make_context, planted):
-    result, report = run_audit(make_context, planted, [(PLANTED_FEATURE, "a", "cyber")],
-                               thresholds={"min_firing_rate_on_own_axis": 0.5},
-                               probe_axes=["weapons", "neutral"], n_prompts=4)
+    result, report = run_audit(
+        make_context,
+        planted,
+        [(PLANTED_FEATURE, "a", "cyber")],
+        thresholds={"min_firing_rate_on_own_axis": 0.5},
+        probe_axes=["weapons", "neutral"],
+        n_prompts=4,
+    )
     assert result.verdict == INCONCLUSIVE
     assert report["features"][0]["checks"][0]["result"] == "not measured"
 
 
 def test_a_neutral_threshold_without_neutral_prompts_is_refused(make_context, planted):
     with pytest.raises(CheckParameterError, match="add 'neutral' to probe_axes"):
-        run_audit(make_context, planted, [(PLANTED_FEATURE, "a", "weapons")],
-                  thresholds={"max_firing_rate_on_neutral": 0.1}, probe_axes=["weapons"])
+        run_audit(
+            make_context,
+            planted,
+            [(PLANTED_FEATURE, "a", "weapons")],
+            thresholds={"max_firing_rate_on_neutral": 0.1},
+            probe_axes=["weapons"],
+        )
 
 
 def test_catalog_entries_the_lens_cannot_hold_are_refused(make_context, planted):
     with pytest.raises(PermanentEngineError, match="not features of this lens"):
         run_audit(make_context, planted, [(64, "too far", "weapons")], n_prompts=2)
+    context = make_context(
+        audit,
+        parameters={"n_prompts": 2},
+        catalog=catalog((1, "a", "weapons"), lens="ghost"),
+        **planted,
+    )
     with pytest.raises(CheckParameterError, match="no lens named 'ghost'"):
-        context = make_context(audit, parameters={"n_prompts": 2},
-                               catalog=catalog((1, "a", "weapons"), lens="ghost"), **planted)
         audit.run(context)
 
 
@@ -198,13 +267,20 @@ def test_evidence_is_identical_for_identical_inputs_and_states_its_kind(make_con
     assert first.provenance["lenses"]["tiny"]["digest"] == "sha256:planted"
     json.dumps(first.metrics, allow_nan=False)
     svg = first.artifacts[1].data.decode()
-    assert "weapon words" in svg and ElementTree.fromstring(svg).tag.endswith("svg")
+    assert "weapon words" in svg
+    assert ElementTree.fromstring(svg).tag.endswith("svg")
 
 
-@pytest.mark.parametrize("parameters", [
-    {"probe_axes": ["bio"]}, {"probe_axes": []}, {"firing_threshold": -1}, {"batch_size": 0},
-    {"axes": ["weapons"]},
-])
+@pytest.mark.parametrize(
+    "parameters",
+    [
+        {"probe_axes": ["bio"]},
+        {"probe_axes": []},
+        {"firing_threshold": -1},
+        {"batch_size": 0},
+        {"axes": ["weapons"]},
+    ],
+)
 def test_bad_parameters_are_refused_with_a_clear_message(parameters):
     with pytest.raises(CheckParameterError, match="parameters"):
         audit.Parameters.parse(parameters, what="parameters")
@@ -218,16 +294,28 @@ def test_rates_outside_zero_to_one_are_refused():
 @pytest.mark.smollm2
 @pytest.mark.skipif(not GGUF.is_file() and not REQUIRED, reason="demo model not in the store")
 def test_audit_runs_on_smollm2(make_context, tmp_path):
-    refs = {"model": ModelRef(path=str(GGUF), format="gguf", weights_digest="",
-                              file_digests={}, name="smollm2"),
-            "lenses": (LensRef(path=str(demo_lens_dir(tmp_path)), name="smollm2"),)}
+    refs = {
+        "model": ModelRef(
+            path=str(GGUF), format="gguf", weights_digest="", file_digests={}, name="smollm2"
+        ),
+        "lenses": (LensRef(path=str(demo_lens_dir(tmp_path)), name="smollm2"),),
+    }
     features = [(11, "f11", "weapons"), (222, "f222", "cyber"), (333, "f333", "fraud")]
-    result, report = run_audit(make_context, refs, features, lens="smollm2", n_prompts=6,
-                               batch_size=16,
-                               thresholds={"max_firing_rate_on_neutral": 0.5})
+    result, report = run_audit(
+        make_context,
+        refs,
+        features,
+        lens="smollm2",
+        n_prompts=6,
+        batch_size=16,
+        thresholds={"max_firing_rate_on_neutral": 0.5},
+    )
     print("\nSmolLM2 audit:", result.verdict, result.metrics)
     assert result.verdict in (PASS, FAIL)
     assert [r["feature"] for r in report["features"]] == [11, 222, 333]
     assert report["lenses"]["smollm2"]["n_whole_prompt"] == 0
-    assert all(len(r["axes"][axis]["per_prompt_max"]) == 6
-               for r in report["features"] for axis in r["axes"])
+    assert all(
+        len(r["axes"][axis]["per_prompt_max"]) == 6
+        for r in report["features"]
+        for axis in r["axes"]
+    )

@@ -8,7 +8,7 @@ from xml.etree import ElementTree
 import pytest
 import torch
 
-from interp_jobs.checks import resources
+from interp_jobs.checks import inputs
 from interp_jobs.checks import version_drift as check
 from interp_jobs.checks.base import (
     FAIL,
@@ -19,16 +19,21 @@ from interp_jobs.checks.base import (
     LensRef,
     ModelRef,
 )
+from interp_jobs.engine.analysis.matching import match_features
 from interp_jobs.engine.errors import PermanentEngineError
-from interp_jobs.engine.matching import match_features
-from tests.checks.conftest import catalog, save_tiny_llama
+from interp_jobs.engine.loading import cache
+from tests.factories import catalog, demo_lens_dir, save_tiny_llama
 
 SMALL = {"axes": ["weapons", "cyber"], "n_prompts_per_axis": 6, "n_control_prompts": 8}
-CATALOG = catalog((3, "tiny weapons feature", "weapons"), (10, "tiny cyber feature", "cyber"),
-                  (40, "another weapons feature", "weapons"))
+CATALOG = catalog(
+    (3, "tiny weapons feature", "weapons"),
+    (10, "tiny cyber feature", "cyber"),
+    (40, "another weapons feature", "weapons"),
+)
 
 
 # ---- matching ----------------------------------------------------------------------------------
+
 
 def _decoder(rows: int = 64, width: int = 32, seed: int = 0) -> torch.Tensor:
     return torch.randn(rows, width, generator=torch.Generator().manual_seed(seed))
@@ -52,7 +57,8 @@ def test_a_row_replaced_by_an_orthogonal_vector_is_reported_unmatched():
     matches = match_features(old, new, [4, 5, 6], min_cosine=0.7)
     assert [(m.old_index, m.new_index) for m in matches] == [(4, 4), (5, None), (6, 6)]
     unmatched = matches[1]
-    assert not unmatched.matched and unmatched.cosine is None
+    assert not unmatched.matched
+    assert unmatched.cosine is None
     assert unmatched.best_cosine < 0.7  # the best candidate is still recorded, below the bar
 
 
@@ -60,8 +66,10 @@ def test_matching_is_one_to_one_and_gives_a_contested_feature_to_the_closer_one(
     new = _decoder(rows=8)
     old = torch.stack([new[2] + 0.05 * new[0], new[2] + 0.2 * new[1]])  # both nearest new[2]
     first, second = match_features(old, new, [0, 1], min_cosine=0.0)
-    assert first.new_index == 2 and first.best_new_index == 2
-    assert second.best_new_index == 2 and second.new_index not in (2, None)
+    assert first.new_index == 2
+    assert first.best_new_index == 2
+    assert second.best_new_index == 2
+    assert second.new_index not in (2, None)
 
 
 def test_matching_refuses_lenses_of_different_widths_and_missing_indices():
@@ -73,21 +81,24 @@ def test_matching_refuses_lenses_of_different_widths_and_missing_indices():
 
 # ---- the check ---------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def other_model_dir(tmp_path_factory) -> Path:
     return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama-seed-1"), seed=1)
 
 
 def _model(path, name: str) -> ModelRef:
-    return ModelRef(path=str(path), format="hf_dir", weights_digest=f"sha256-{name}",
-                    file_digests={}, name=name)
+    return ModelRef(
+        path=str(path), format="hf_dir", weights_digest=f"sha256-{name}", file_digests={}, name=name
+    )
 
 
 def _run(make_context, tiny_model_dir, parameters=None, thresholds=None, **fields):
     fields.setdefault("catalog", CATALOG)
     fields.setdefault("baseline_model", _model(tiny_model_dir, "tiny@0"))
-    context = make_context(check, parameters={**SMALL, **(parameters or {})},
-                           thresholds=thresholds, **fields)
+    context = make_context(
+        check, parameters={**SMALL, **(parameters or {})}, thresholds=thresholds, **fields
+    )
     return check.run(context)
 
 
@@ -98,7 +109,7 @@ def _report(result) -> dict:
 def _permuted_lens(source: Path, target: Path, perm: torch.Tensor, orthogonal: int | None = None):
     """A copy of the lens whose feature j is the source's feature perm[j] (optionally with one
     decoder row turned orthogonal to what it was)."""
-    from interp_jobs.engine.lenses import load_lens
+    from interp_jobs.engine.loading.lenses import load_lens
 
     lens = load_lens(source)
     with torch.no_grad():
@@ -113,57 +124,83 @@ def _permuted_lens(source: Path, target: Path, perm: torch.Tensor, orthogonal: i
 
 
 def test_a_model_compared_with_itself_has_not_drifted(make_context, tiny_model_dir):
-    result = _run(make_context, tiny_model_dir, thresholds={
-        "max_lost_risk_features": 0, "max_firing_rate_change": 0.0, "max_new_risk_features": 0})
+    result = _run(
+        make_context,
+        tiny_model_dir,
+        thresholds={
+            "max_lost_risk_features": 0,
+            "max_firing_rate_change": 0.0,
+            "max_new_risk_features": 0,
+        },
+    )
     report = _report(result)
     assert result.verdict == PASS
     assert result.evidence_kind == report["evidence_kind"] == OBSERVED
     assert "not an intervention" in report["interpretation"]
     for row in report["features"]:
-        assert row["status"] == "kept" and row["new_index"] == row["index"]
+        assert row["status"] == "kept"
+        assert row["new_index"] == row["index"]
         for stats in row["per_axis"].values():
-            assert stats["firing_rate_change"] == 0 and stats["mean_max_activation_change"] == 0
+            assert stats["firing_rate_change"] == 0
+            assert stats["mean_max_activation_change"] == 0
     assert result.metrics["max_abs_firing_rate_change"] == 0
-    assert report["new_risk_features"] == [] and report["lost"] == []
+    assert report["new_risk_features"] == []
+    assert report["lost"] == []
 
 
-def test_two_differently_seeded_models_have_drifted(make_context, tiny_model_dir,
-                                                    other_model_dir, tiny_lens_dir):
-    from interp_jobs.engine.features import prompt_feature_stats, subset
-    from interp_jobs.engine.lenses import load_lens
-    from interp_jobs.engine.models import load_model
+def test_two_differently_seeded_models_have_drifted(
+    make_context, tiny_model_dir, other_model_dir, tiny_lens_dir
+):
+    from interp_jobs.engine.analysis.features import prompt_feature_stats, subset
+    from interp_jobs.engine.loading.lenses import load_lens
+    from interp_jobs.engine.loading.models import load_model
     from interp_jobs.probes import load_probe_set
 
     # A firing threshold at the old model's median score of feature 3 puts its old firing rate
     # strictly between 0 and 1, where a different model can move it either way.
     prompts = [p.prompt for p in subset(load_probe_set().for_axis("weapons"), 6, 0)]
-    old = prompt_feature_stats(load_model(tiny_model_dir, "hf_dir"), load_lens(tiny_lens_dir),
-                               prompts, [3]).max[:, 0]
-    result = _run(make_context, tiny_model_dir, thresholds={"max_firing_rate_change": 0.0},
-                  parameters={"firing_threshold": float(old.median())},
-                  model=_model(other_model_dir, "tiny@1"))
+    old = prompt_feature_stats(
+        load_model(tiny_model_dir, "hf_dir"), load_lens(tiny_lens_dir), prompts, [3]
+    ).max[:, 0]
+    result = _run(
+        make_context,
+        tiny_model_dir,
+        thresholds={"max_firing_rate_change": 0.0},
+        parameters={"firing_threshold": float(old.median())},
+        model=_model(other_model_dir, "tiny@1"),
+    )
     report = _report(result)
-    changes = [stats["mean_max_activation_change"] for row in report["features"]
-               for stats in row["per_axis"].values()]
+    changes = [
+        stats["mean_max_activation_change"]
+        for row in report["features"]
+        for stats in row["per_axis"].values()
+    ]
     assert any(abs(c) > 1e-3 for c in changes)
     assert 0 < report["features"][0]["per_axis"]["weapons"]["old"]["firing_rate"] < 1
     assert result.metrics["max_abs_firing_rate_change"] > 0
     assert result.verdict == FAIL
     models = result.provenance["models"]
     assert (models["old"]["weights_digest"], models["new"]["weights_digest"]) == (
-        "sha256-tiny@0", "sha256-tiny@1")
+        "sha256-tiny@0",
+        "sha256-tiny@1",
+    )
 
 
 def test_matched_lenses_follow_a_permutation_and_report_a_lost_feature(
-        make_context, tiny_model_dir, tiny_lens_dir, tmp_path):
+    make_context, tiny_model_dir, tiny_lens_dir, tmp_path
+):
     perm = torch.randperm(64, generator=torch.Generator().manual_seed(7))
     where = {int(old): j for j, old in enumerate(perm)}
     new_dir = _permuted_lens(tiny_lens_dir, tmp_path / "new-lens", perm, orthogonal=where[10])
     lenses = (LensRef(str(tiny_lens_dir), "d-old", "old"), LensRef(str(new_dir), "d-new", "new"))
-    result = _run(make_context, tiny_model_dir, lenses=lenses,
-                  catalog=catalog((3, "w", "weapons"), (10, "c", "cyber"), lens="old"),
-                  parameters={"mode": "matched_lenses", "old_lens": "old", "new_lens": "new"},
-                  thresholds={"max_lost_risk_features": 0})
+    result = _run(
+        make_context,
+        tiny_model_dir,
+        lenses=lenses,
+        catalog=catalog((3, "w", "weapons"), (10, "c", "cyber"), lens="old"),
+        parameters={"mode": "matched_lenses", "old_lens": "old", "new_lens": "new"},
+        thresholds={"max_lost_risk_features": 0},
+    )
     report = _report(result)
     kept, lost = report["features"]
     assert (kept["index"], kept["new_index"], kept["status"]) == (3, where[3], "kept")
@@ -172,7 +209,8 @@ def test_matched_lenses_follow_a_permutation_and_report_a_lost_feature(
         assert stats["firing_rate_change"] == pytest.approx(0.0, abs=1e-9)
     assert (lost["index"], lost["new_index"], lost["status"]) == (10, None, "lost")
     assert "cosine" in lost["lost_reason"]
-    assert result.verdict == FAIL and result.metrics["n_lost_risk_features"] == 1
+    assert result.verdict == FAIL
+    assert result.metrics["n_lost_risk_features"] == 1
     assert result.provenance["lenses"]["old"]["digest"] == "d-old"
     assert result.provenance["lenses"]["new"]["digest"] == "d-new"
 
@@ -183,37 +221,58 @@ def _brute_auroc(pos: list[float], neg: list[float]) -> float:
 
 
 def test_new_risk_features_are_exactly_the_uncatalogued_ones_above_the_auroc_bar(
-        make_context, tiny_model_dir, tiny_lens_dir, tmp_path):
-    from interp_jobs.engine.features import prompt_feature_stats, subset
+    make_context, tiny_model_dir, tiny_lens_dir, tmp_path
+):
+    from interp_jobs.engine.analysis.features import prompt_feature_stats, subset
     from interp_jobs.probes import load_probe_set
 
     perm = torch.arange(64)
     new_dir = _permuted_lens(tiny_lens_dir, tmp_path / "same-lens", perm)
     lenses = (LensRef(str(tiny_lens_dir), "", "old"), LensRef(str(new_dir), "", "new"))
-    params = {"mode": "matched_lenses", "old_lens": "old", "new_lens": "new", "axes": ["cyber"],
-              "new_feature_min_auroc": 0.6, "max_listed_new": 1000}
-    result = _run(make_context, tiny_model_dir, lenses=lenses, parameters=params,
-                  catalog=catalog((3, "w", "weapons"), lens="old"))
+    params = {
+        "mode": "matched_lenses",
+        "old_lens": "old",
+        "new_lens": "new",
+        "axes": ["cyber"],
+        "new_feature_min_auroc": 0.6,
+        "max_listed_new": 1000,
+    }
+    result = _run(
+        make_context,
+        tiny_model_dir,
+        lenses=lenses,
+        parameters=params,
+        catalog=catalog((3, "w", "weapons"), lens="old"),
+    )
     context = make_context(check, parameters=params, lenses=lenses)
-    loaded = resources.load_model_for(context)
-    lens, _ = resources.load_lens_for(context, "new")
+    loaded = inputs.load_model_for(context)
+    lens, _ = inputs.load_lens_for(context, "new")
     probes = load_probe_set()
-    risk = prompt_feature_stats(loaded, lens, [p.prompt for p in subset(
-        probes.for_axis("cyber"), 6, 0)]).max
-    neutral = prompt_feature_stats(loaded, lens, [p.prompt for p in subset(
-        probes.neutral_prompts, 8, 0)]).max
-    expected = sorted(j for j in range(64) if j != 3 and (risk[:, j] > 0).double().mean() >= 0.5
-                      and _brute_auroc(risk[:, j].tolist(), neutral[:, j].tolist()) >= 0.6)
+    risk = prompt_feature_stats(
+        loaded, lens, [p.prompt for p in subset(probes.for_axis("cyber"), 6, 0)]
+    ).max
+    neutral = prompt_feature_stats(
+        loaded, lens, [p.prompt for p in subset(probes.neutral_prompts, 8, 0)]
+    ).max
+    expected = sorted(
+        j
+        for j in range(64)
+        if j != 3
+        and (risk[:, j] > 0).double().mean() >= 0.5
+        and _brute_auroc(risk[:, j].tolist(), neutral[:, j].tolist()) >= 0.6
+    )
     found = sorted(entry["index"] for entry in _report(result)["new_risk_features"])
-    assert expected and found == expected
+    assert expected
+    assert found == expected
     assert result.metrics["n_new_risk_features"] == len(expected)
 
 
 def test_same_inputs_give_byte_identical_evidence(make_context, tiny_model_dir, other_model_dir):
     first = _run(make_context, tiny_model_dir, model=_model(other_model_dir, "tiny@1"))
-    resources.clear_cache()
+    cache.clear_cache()
     second = _run(make_context, tiny_model_dir, model=_model(other_model_dir, "tiny@1"))
-    assert first.artifacts == second.artifacts and first.metrics == second.metrics
+    assert first.artifacts == second.artifacts
+    assert first.metrics == second.metrics
     assert first.verdict == INCONCLUSIVE
     assert ElementTree.fromstring(first.artifacts[1].data).tag.endswith("svg")
 
@@ -223,24 +282,31 @@ def test_a_missing_baseline_model_is_a_clear_parameter_error(make_context, tiny_
         _run(make_context, tiny_model_dir, baseline_model=None)
 
 
-@pytest.mark.parametrize("parameters, fields, message", [
-    ({"lens": "nope"}, {}, "no lens named 'nope'"),
-    ({}, {"catalog": ()}, "no features of lens 'tiny'"),
-    ({}, {"catalog": catalog((64, "too far", "weapons"))}, r"\[64\] are out of range"),
-])
-def test_bad_inputs_are_clear_parameter_errors(make_context, tiny_model_dir, parameters, fields,
-                                               message):
+@pytest.mark.parametrize(
+    ("parameters", "fields", "message"),
+    [
+        ({"lens": "nope"}, {}, "no lens named 'nope'"),
+        ({}, {"catalog": ()}, "no features of lens 'tiny'"),
+        ({}, {"catalog": catalog((64, "too far", "weapons"))}, r"\[64\] are out of range"),
+    ],
+)
+def test_bad_inputs_are_clear_parameter_errors(
+    make_context, tiny_model_dir, parameters, fields, message
+):
     with pytest.raises(CheckParameterError, match=message):
         _run(make_context, tiny_model_dir, parameters, **fields)
 
 
-@pytest.mark.parametrize("parameters, message", [
-    ({"mode": "matched_lenses", "old_lens": "a"}, "needs old_lens and new_lens"),
-    ({"old_lens": "a"}, "takes lens, not old_lens"),
-    ({"min_cosine": 1.5}, "min_cosine"),
-    ({"new_feature_min_auroc": 0.5}, "new_feature_min_auroc"),
-    ({"firing_treshold": 0.1}, "firing_treshold"),
-])
+@pytest.mark.parametrize(
+    ("parameters", "message"),
+    [
+        ({"mode": "matched_lenses", "old_lens": "a"}, "needs old_lens and new_lens"),
+        ({"old_lens": "a"}, "takes lens, not old_lens"),
+        ({"min_cosine": 1.5}, "min_cosine"),
+        ({"new_feature_min_auroc": 0.5}, "new_feature_min_auroc"),
+        ({"firing_treshold": 0.1}, "firing_treshold"),
+    ],
+)
 def test_bad_parameters_are_refused_before_running(parameters, message):
     with pytest.raises(CheckParameterError, match=message):
         check.Parameters.parse(parameters, what="parameters")
@@ -248,30 +314,34 @@ def test_bad_parameters_are_refused_before_running(parameters, message):
 
 # ---- SmolLM2 -----------------------------------------------------------------------------------
 
+
 @pytest.mark.smollm2
-def test_smollm2_compared_with_itself_through_a_shared_lens_has_zero_drift(tmp_path,
-                                                                          make_context):
-    from tests.checks.test_feature_intervention import _smollm2_lens
-    from tests.engine.test_smollm2 import GGUF, REQUIRED
+def test_smollm2_compared_with_itself_through_a_shared_lens_has_zero_drift(tmp_path, make_context):
+    from tests.factories import GGUF, REQUIRED
 
     if not GGUF.is_file() and not REQUIRED:
         pytest.skip(f"demo model not in the store ({GGUF})")
-    lens_dir = _smollm2_lens(tmp_path)
-    smollm2 = ModelRef(path=str(GGUF), format="gguf", weights_digest="", file_digests={},
-                       name="smollm2")
+    lens_dir = demo_lens_dir(tmp_path / "lens")
+    smollm2 = ModelRef(
+        path=str(GGUF), format="gguf", weights_digest="", file_digests={}, name="smollm2"
+    )
     context = make_context(
-        check, parameters={"axes": ["weapons", "cyber"], "n_prompts_per_axis": 6,
-                           "n_control_prompts": 6},
+        check,
+        parameters={"axes": ["weapons", "cyber"], "n_prompts_per_axis": 6, "n_control_prompts": 6},
         thresholds={"max_lost_risk_features": 0, "max_firing_rate_change": 0.0},
-        model=smollm2, baseline_model=smollm2,
+        model=smollm2,
+        baseline_model=smollm2,
         lenses=(LensRef(path=str(lens_dir), name="lens"),),
-        catalog=catalog((0, "f0", "weapons"), (1, "f1", "cyber"), (2, "f2", "weapons"),
-                        lens="lens"),
+        catalog=catalog(
+            (0, "f0", "weapons"), (1, "f1", "cyber"), (2, "f2", "weapons"), lens="lens"
+        ),
     )
     start = time.perf_counter()
     result = check.run(context)
-    print(f"\nsmollm2 self-drift ({lens_dir.name}, {time.perf_counter() - start:.1f}s): "
-          f"{result.summary}\n{json.dumps(result.metrics)}")
+    print(
+        f"\nsmollm2 self-drift ({lens_dir.name}, {time.perf_counter() - start:.1f}s): "
+        f"{result.summary}\n{json.dumps(result.metrics)}"
+    )
     assert result.verdict == PASS
     assert result.metrics["max_abs_firing_rate_change"] == 0
     assert result.metrics["n_new_risk_features"] == 0

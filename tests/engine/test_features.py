@@ -7,74 +7,24 @@ direction. That feature must fire on every weapons prompt and on no neutral one,
 1 and it must rank first; random features of the same lens must not.
 """
 
-from pathlib import Path
-
 import pytest
 import torch
 
-from interp_jobs.engine import features
+from interp_jobs.engine.analysis import features
 from interp_jobs.engine.errors import PermanentEngineError
-from interp_jobs.engine.lenses import load_lens
-from interp_jobs.engine.models import load_model
+from interp_jobs.engine.loading.lenses import load_lens
+from interp_jobs.engine.loading.models import load_model
 from interp_jobs.probes import load_probe_set
-from tests.checks.conftest import TINY_D_MODEL, build_bpe_tokenizer, save_random_lens
-
-PLANTED_FEATURE = 7
-PLANTED_AXIS = "weapons"
-MARK = 1.0  # size of the planted direction in the marked tokens' embeddings (others ~0.1)
-SCALE = 4.0  # the planted feature's encoder column is SCALE * direction
-
-
-def _templated_token_ids(tokenizer, text: str) -> set[int]:
-    chat = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                         add_generation_prompt=True)
-    return set(tokenizer(chat, add_special_tokens=False)["input_ids"])
-
-
-def axis_only_tokens(tokenizer, axis: str) -> list[int]:
-    probes = load_probe_set()
-    neutral = set().union(*(_templated_token_ids(tokenizer, p.prompt)
-                            for p in probes.neutral_prompts))
-    risk = set().union(*(_templated_token_ids(tokenizer, p.prompt) for p in probes.for_axis(axis)))
-    return sorted(risk - neutral)
-
-
-def save_planted_model(directory: Path, *, axis: str = PLANTED_AXIS, seed: int = 0):
-    """A tiny seeded Llama (vocabulary large enough for whole words) whose embedding adds
-    MARK * direction to every token found in ``axis`` prompts but in no neutral prompt.
-    Returns the unit direction."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    tokenizer = build_bpe_tokenizer(vocab_size=2000)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=TINY_D_MODEL, intermediate_size=64,
-        num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
-        max_position_embeddings=256, pad_token_id=1, bos_token_id=2, eos_token_id=3,
-    )
-    model = LlamaForCausalLM(config).eval()
-    direction = torch.nn.functional.normalize(torch.randn(TINY_D_MODEL), dim=0)
-    with torch.no_grad():
-        model.model.embed_tokens.weight[axis_only_tokens(tokenizer, axis)] += MARK * direction
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return direction
-
-
-def save_planted_lens(directory: Path, direction: torch.Tensor, *, seed: int = 0) -> Path:
-    """The random tiny lens, with feature PLANTED_FEATURE reading ``direction``: it is positive
-    exactly where the residual's component along direction exceeds MARK / 2. The other
-    (random) features are made blind to the direction, so they can see the mark only through
-    what the model's layers compute from it."""
-    save_random_lens(directory, seed=seed)
-    lens = load_lens(directory)
-    with torch.no_grad():
-        lens.b_dec -= (lens.b_dec @ direction) * direction  # no offset along the direction
-        lens.W_enc -= torch.outer(direction, direction @ lens.W_enc)
-        lens.W_enc[:, PLANTED_FEATURE] = SCALE * direction
-        lens.b_enc[PLANTED_FEATURE] = -SCALE * MARK / 2
-    lens.save_model(directory)
-    return directory
+from tests.factories import (
+    PLANTED_AXIS,
+    PLANTED_FEATURE,
+    TINY_D_MODEL,
+    axis_only_tokens,
+    brute_force_stats,
+    save_planted_lens,
+    save_planted_model,
+    save_random_lens,
+)
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +38,10 @@ def planted(tmp_path_factory):
 @pytest.fixture(scope="module")
 def groups():
     probes = load_probe_set()
-    return ([p.prompt for p in probes.for_axis(PLANTED_AXIS)],
-            [p.prompt for p in probes.neutral_prompts])
+    return (
+        [p.prompt for p in probes.for_axis(PLANTED_AXIS)],
+        [p.prompt for p in probes.neutral_prompts],
+    )
 
 
 # --- which tokens count -----------------------------------------------------------------------
@@ -119,8 +71,7 @@ def test_user_text_that_the_template_also_contains_is_found_in_the_user_turn(pla
 
 def test_plain_prompts_count_every_text_token(planted):
     loaded, _ = planted
-    tokens = features.tokenize_prompts(loaded, ["How do fireworks get their colours?"],
-                                       chat=False)
+    tokens = features.tokenize_prompts(loaded, ["How do fireworks get their colours?"], chat=False)
     assert tokens.counted.sum() == tokens.attention_mask.sum()
 
 
@@ -133,27 +84,13 @@ def test_an_empty_prompt_is_refused(planted):
 # --- per-prompt statistics ----------------------------------------------------------------------
 
 
-def _brute_force(loaded, lens, text: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Full forward of one prompt, all hidden states, full encode, and the user's tokens found
-    by tokenizing the template's pieces on their own (no offsets involved)."""
-    tok = loaded.tokenizer
-    ids = tok(loaded.chat_prompt(text), add_special_tokens=False, return_tensors="pt")
-    n_prefix = len(tok("<|user|>", add_special_tokens=False)["input_ids"])
-    n_suffix = len(tok(" <|assistant|>", add_special_tokens=False)["input_ids"])
-    with torch.inference_mode():
-        out = loaded.model(**ids, output_hidden_states=True)
-        acts = lens.encode(out.hidden_states[2][0])  # output of block 1
-    user = acts[n_prefix:acts.shape[0] - n_suffix]
-    return user.max(dim=0).values, user.mean(dim=0)
-
-
 def test_batched_statistics_equal_a_full_forward_per_prompt(planted, groups):
     loaded, lens = planted
     texts = groups[0][:4] + groups[1][:5]
     stats = features.prompt_feature_stats(loaded, lens, texts, batch_size=4)
     assert stats.max.shape == stats.mean.shape == (len(texts), lens.cfg.d_sae)
     for row, text in enumerate(texts):
-        expected_max, expected_mean = _brute_force(loaded, lens, text)
+        expected_max, expected_mean = brute_force_stats(loaded, lens, text)
         torch.testing.assert_close(stats.max[row], expected_max, atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(stats.mean[row], expected_mean, atol=1e-5, rtol=1e-4)
 
@@ -161,10 +98,10 @@ def test_batched_statistics_equal_a_full_forward_per_prompt(planted, groups):
 def test_padding_and_batch_size_do_not_change_a_prompts_statistics(planted, groups):
     loaded, lens = planted
     texts = groups[0][:3] + groups[1][:4]
-    one_by_one = features.prompt_feature_stats(loaded, lens, texts, [PLANTED_FEATURE, 3],
-                                               batch_size=1)
-    batched = features.prompt_feature_stats(loaded, lens, texts, [PLANTED_FEATURE, 3],
-                                            batch_size=7)
+    one_by_one = features.prompt_feature_stats(
+        loaded, lens, texts, [PLANTED_FEATURE, 3], batch_size=1
+    )
+    batched = features.prompt_feature_stats(loaded, lens, texts, [PLANTED_FEATURE, 3], batch_size=7)
     torch.testing.assert_close(one_by_one.max, batched.max, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(one_by_one.mean, batched.mean, atol=1e-5, rtol=1e-4)
     assert torch.equal(one_by_one.argmax, batched.argmax)
@@ -199,8 +136,9 @@ def _jumprelu_lens():
     from sae_lens.saes.sae import SAEMetadata
 
     torch.manual_seed(1)
-    config = saes.JumpReLUSAEConfig(d_in=TINY_D_MODEL, d_sae=64,
-                                    metadata=SAEMetadata(hook_name="blocks.1.hook_resid_post"))
+    config = saes.JumpReLUSAEConfig(
+        d_in=TINY_D_MODEL, d_sae=64, metadata=SAEMetadata(hook_name="blocks.1.hook_resid_post")
+    )
     lens = SAE.get_sae_class_for_architecture("jumprelu")(config)
     with torch.no_grad():
         for param in lens.parameters():
@@ -220,7 +158,8 @@ def test_encoding_only_some_features_equals_the_full_encode(architecture, tmp_pa
     with torch.inference_mode():
         sliced = features.feature_encoder(lens, indices)(x)
         full = lens.encode(x)[..., indices]
-    assert (full > 0).any() and (full == 0).any()  # the activation function matters here
+    assert (full > 0).any()
+    assert (full == 0).any()
     torch.testing.assert_close(sliced, full, atol=1e-6, rtol=1e-5)
 
 
@@ -266,7 +205,8 @@ def test_cohens_d_uses_the_pooled_standard_deviation():
 
 def test_cohens_d_of_constant_but_different_groups_is_infinite_not_a_crash():
     d = features.cohens_d(torch.ones(4, 2), torch.tensor([[0.0, 1.0]] * 3))
-    assert d[0].item() == float("inf") and d[1].item() == 0.0
+    assert d[0].item() == float("inf")
+    assert d[1].item() == 0.0
 
 
 def test_contrasts_need_two_prompts_per_group():
@@ -278,12 +218,12 @@ def test_planted_feature_separates_its_axis_from_neutral_and_ranks_first(planted
     loaded, lens = planted
     risk, neutral = groups
     stats = features.prompt_feature_stats(loaded, lens, risk + neutral, batch_size=16)
-    pos, neg = stats.max[:len(risk)], stats.max[len(risk):]
+    pos, neg = stats.max[: len(risk)], stats.max[len(risk) :]
     auroc = features.auroc(pos, neg)
     assert auroc[PLANTED_FEATURE] == 1.0
     assert features.firing_rate(pos)[PLANTED_FEATURE] == 1.0
     assert features.firing_rate(neg)[PLANTED_FEATURE] == 0.0
-    others = torch.cat([auroc[:PLANTED_FEATURE], auroc[PLANTED_FEATURE + 1:]])
+    others = torch.cat([auroc[:PLANTED_FEATURE], auroc[PLANTED_FEATURE + 1 :]])
     assert others.max() < 0.9
     chance = features.shuffled_best_auroc(pos, neg, shuffles=5, seed=0)
     assert max(chance) < 0.9
@@ -294,16 +234,17 @@ def test_top_contexts_show_the_peak_token_in_the_users_text(planted, groups):
     loaded, lens = planted
     risk = groups[0][:8]
     stats = features.prompt_feature_stats(loaded, lens, risk, [PLANTED_FEATURE, 3])
-    contexts = features.top_contexts(stats, loaded.tokenizer, 0, range(len(risk)), k=3,
-                                     window=4)
+    contexts = features.top_contexts(stats, loaded.tokenizer, 0, range(len(risk)), k=3, window=4)
     assert len(contexts) == 3
     values = [c["activation"] for c in contexts]
     assert values == sorted(values, reverse=True)
     marked = set(axis_only_tokens(loaded.tokenizer, PLANTED_AXIS))
     for context in contexts:
         assert context["activation"] == pytest.approx(float(stats.max[context["row"], 0]))
-        assert loaded.tokenizer.convert_tokens_to_ids(
-            loaded.tokenizer.tokenize(context["token"]))[0] in marked
+        assert (
+            loaded.tokenizer.convert_tokens_to_ids(loaded.tokenizer.tokenize(context["token"]))[0]
+            in marked
+        )
         text = context["left"] + context["token"] + context["right"]
         assert text.strip() in risk[context["row"]]
 
@@ -311,19 +252,9 @@ def test_top_contexts_show_the_peak_token_in_the_users_text(planted, groups):
 def test_subset_is_seeded_ordered_and_complete_when_not_capped():
     items = list(range(50))
     picked = features.subset(items, 10, seed=3)
-    assert picked == sorted(picked) and len(set(picked)) == 10
+    assert picked == sorted(picked)
+    assert len(set(picked)) == 10
     assert picked == features.subset(items, 10, seed=3)
     assert picked != features.subset(items, 10, seed=4)
     assert features.subset(items, None, seed=3) == items
     assert features.subset(items, 80, seed=3) == items
-
-
-def demo_lens_dir(directory: Path) -> Path:
-    """The shipped SmolLM2 lens when there is one, else a random lens of the right shape (its
-    numbers then mean nothing, but every code path runs on the real model)."""
-    shipped = sorted((Path(features.__file__).parents[1] / "lenses").glob("smollm2-*"))
-    shipped = [path for path in shipped if (path / "cfg.json").is_file()]
-    if shipped:
-        return shipped[0]
-    return save_random_lens(directory, d_in=576, hook_name="blocks.15.hook_resid_post",
-                            d_sae=1024)

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
+from interp_jobs.engine.analysis.fidelity import lens_positions, measure_fidelity
 from interp_jobs.engine.errors import PermanentEngineError
-from interp_jobs.engine.fidelity import lens_positions, measure_fidelity
 
 HOOK = "blocks.1.hook_resid_post"
 D = 32  # the tiny models' width (tests/engine/conftest.py)
@@ -22,19 +22,20 @@ def constructed_lens(*, decoder: str = "identity", seqpos=(None,), d_in: int = D
     from sae_lens.saes.sae import SAEMetadata
 
     metadata = SAEMetadata(hook_name=HOOK, model_name="tiny", seqpos_slice=seqpos)
-    cfg = StandardSAEConfig(d_in=d_in, d_sae=2 * d_in + 2, apply_b_dec_to_input=False,
-                            metadata=metadata)
+    cfg = StandardSAEConfig(
+        d_in=d_in, d_sae=2 * d_in + 2, apply_b_dec_to_input=False, metadata=metadata
+    )
     lens = StandardSAE(cfg)
     eye = torch.eye(d_in)
     with torch.no_grad():
         lens.W_enc.zero_()
         lens.W_enc[:, :d_in] = eye
-        lens.W_enc[:, d_in:2 * d_in] = -eye
+        lens.W_enc[:, d_in : 2 * d_in] = -eye
         lens.b_enc.zero_()
         lens.b_enc[2 * d_in], lens.b_enc[2 * d_in + 1] = 1.0, -1.0
         lens.W_dec.zero_()
         if decoder == "identity":
-            lens.W_dec[:d_in], lens.W_dec[d_in:2 * d_in] = eye, -eye
+            lens.W_dec[:d_in], lens.W_dec[d_in : 2 * d_in] = eye, -eye
         lens.b_dec.zero_()
     return lens.eval()
 
@@ -44,8 +45,8 @@ def confident(tmp_path_factory):
     """A tiny Llama with large weights, so its greedy continuations are confident and
     zero-ablating its residual stream costs a lot of loss (a default-initialised random model
     predicts near-uniformly, and then there is no loss to recover)."""
-    from interp_jobs.engine.models import load_model
-    from tests.engine.conftest import save_tiny, tiny_llama
+    from interp_jobs.engine.loading.models import load_model
+    from tests.factories import save_tiny, tiny_llama
 
     def build(vocab_size: int):
         model = tiny_llama(vocab_size)
@@ -62,9 +63,13 @@ def greedy_rows(loaded, n: int = 6, length: int = 16, *, seed: int = 0):
     """Rows the model itself continues greedily from one random token: it predicts them well."""
     start = rows(loaded, n=n, length=1, seed=seed)
     with torch.inference_mode():
-        return loaded.model.generate(start, attention_mask=torch.ones_like(start),
-                                     max_new_tokens=length - 1, min_new_tokens=length - 1,
-                                     do_sample=False)
+        return loaded.model.generate(
+            start,
+            attention_mask=torch.ones_like(start),
+            max_new_tokens=length - 1,
+            min_new_tokens=length - 1,
+            do_sample=False,
+        )
 
 
 def rows(loaded, n: int = 6, length: int = 16, *, seed: int = 0, bos: bool = False):
@@ -104,29 +109,38 @@ def test_l0_dead_and_dense_fractions_match_a_direct_count(llama_loaded):
     from interp_jobs.engine.hooks import run_to
 
     x = run_to(llama_loaded, tokens, None, [HOOK])[HOOK].reshape(-1, D)
-    active = torch.cat([x > 0, x < 0, torch.ones(len(x), 1, dtype=torch.bool),
-                        torch.zeros(len(x), 1, dtype=torch.bool)], dim=1)
+    active = torch.cat(
+        [
+            x > 0,
+            x < 0,
+            torch.ones(len(x), 1, dtype=torch.bool),
+            torch.zeros(len(x), 1, dtype=torch.bool),
+        ],
+        dim=1,
+    )
     frequency = active.double().mean(dim=0)
     assert report.n_tokens == tokens.numel()
     assert report.l0 == pytest.approx(float(active.sum(dim=1).double().mean()), abs=1e-6)
-    assert report.firing_frequency[2 * D] == 1.0 and report.firing_frequency[2 * D + 1] == 0.0
+    assert report.firing_frequency[2 * D] == 1.0
+    assert report.firing_frequency[2 * D + 1] == 0.0
     assert report.dead_fraction == pytest.approx(float((frequency == 0).double().mean()), abs=1e-6)
-    assert report.dense_fraction == pytest.approx(float((frequency > 0.6).double().mean()),
-                                                  abs=1e-6)
+    assert report.dense_fraction == pytest.approx(
+        float((frequency > 0.6).double().mean()), abs=1e-6
+    )
 
 
 def test_only_the_positions_the_lens_was_trained_on_are_measured_and_spliced(llama_loaded):
     assert lens_positions(constructed_lens(seqpos=(1, None)), 5) == [1, 2, 3, 4]
     tokens = rows(llama_loaded, n=3, length=10, bos=True)
-    report = measure_fidelity(llama_loaded, constructed_lens(decoder="zero", seqpos=(1, None)),
-                              tokens)
+    report = measure_fidelity(
+        llama_loaded, constructed_lens(decoder="zero", seqpos=(1, None)), tokens
+    )
     assert report.n_tokens == 3 * 9
     # Position 0 keeps its activation under both edits, so they still agree exactly.
     assert report.ce["ce_spliced"] == pytest.approx(report.ce["ce_zero"], abs=1e-6)
 
 
-def test_attention_sinks_are_left_out_of_reconstruction_statistics_but_still_spliced(
-        llama_loaded):
+def test_attention_sinks_are_left_out_of_reconstruction_statistics_but_still_spliced(llama_loaded):
     from interp_jobs.engine.hooks import replace_activation
 
     def sink_at_position_one(act):  # what SmolLM2 does now and then: a ~100x norm vector
@@ -149,11 +163,14 @@ def test_activation_only_metrics_stop_the_forward_pass_at_the_hook(llama_loaded)
     last = llama_loaded.model.model.layers[-1]
     handle = last.register_forward_hook(lambda *args: calls.append(1))
     try:
-        report = measure_fidelity(llama_loaded, constructed_lens(), rows(llama_loaded),
-                                  compute_ce=False)
+        report = measure_fidelity(
+            llama_loaded, constructed_lens(), rows(llama_loaded), compute_ce=False
+        )
     finally:
         handle.remove()
-    assert calls == [] and report.ce == {} and report.per_sequence == []
+    assert calls == []
+    assert report.ce == {}
+    assert report.per_sequence == []
 
 
 def test_same_inputs_give_identical_reports(llama_loaded):
@@ -165,7 +182,7 @@ def test_same_inputs_give_identical_reports(llama_loaded):
 
 
 def test_a_lens_of_another_width_is_refused(llama_loaded):
-    with pytest.raises(PermanentEngineError, match="width 48.*width 32"):
+    with pytest.raises(PermanentEngineError, match=r"width 48.*width 32"):
         measure_fidelity(llama_loaded, constructed_lens(d_in=48), rows(llama_loaded))
 
 
@@ -202,20 +219,37 @@ def sae_lens_evals(loaded, lens, tokens, *, ignore_tokens=False):
     from interp_jobs.engine.training import proxy_lm
 
     n = len(tokens)
-    configs = (EvalConfig(batch_size_prompts=n, n_eval_reconstruction_batches=1,
-                          compute_ce_loss=True),
-               EvalConfig(batch_size_prompts=n, n_eval_sparsity_variance_batches=1,
-                          compute_sparsity_metrics=True, compute_variance_metrics=True,
-                          compute_featurewise_density_statistics=True))
+    configs = (
+        EvalConfig(batch_size_prompts=n, n_eval_reconstruction_batches=1, compute_ce_loss=True),
+        EvalConfig(
+            batch_size_prompts=n,
+            n_eval_sparsity_variance_batches=1,
+            compute_sparsity_metrics=True,
+            compute_variance_metrics=True,
+            compute_featurewise_density_statistics=True,
+        ),
+    )
     results = []
     with proxy_lm(loaded, HOOK) as proxy:
         for config in configs:
             store = _store(proxy, tokens)
-            results.append(run_evals(lens, store, proxy, ActivationScaler(), config,
-                                     exclude_special_tokens=ignore_tokens))
+            results.append(
+                run_evals(
+                    lens,
+                    store,
+                    proxy,
+                    ActivationScaler(),
+                    config,
+                    exclude_special_tokens=ignore_tokens,
+                )
+            )
     (recon, _), (sparsity, features) = results
-    return {**recon["model_performance_preservation"], **sparsity["reconstruction_quality"],
-            **sparsity["sparsity"], "feature_density": features["feature_density"]}
+    return {
+        **recon["model_performance_preservation"],
+        **sparsity["reconstruction_quality"],
+        **sparsity["sparsity"],
+        "feature_density": features["feature_density"],
+    }
 
 
 def _store(proxy, tokens):
@@ -224,11 +258,21 @@ def _store(proxy, tokens):
 
     dataset = Dataset.from_dict({"input_ids": tokens.tolist()})
     return ActivationsStore(
-        model=proxy, dataset=dataset, streaming=False, hook_name=HOOK, hook_head_index=None,
-        context_size=tokens.shape[1], d_in=D, n_batches_in_buffer=2,
-        total_training_tokens=tokens.numel(), store_batch_size_prompts=len(tokens),
-        train_batch_size_tokens=tokens.numel(), prepend_bos=False,
-        normalize_activations="none", device=torch.device("cpu"), dtype="float32",
+        model=proxy,
+        dataset=dataset,
+        streaming=False,
+        hook_name=HOOK,
+        hook_head_index=None,
+        context_size=tokens.shape[1],
+        d_in=D,
+        n_batches_in_buffer=2,
+        total_training_tokens=tokens.numel(),
+        store_batch_size_prompts=len(tokens),
+        train_batch_size_tokens=tokens.numel(),
+        prepend_bos=False,
+        normalize_activations="none",
+        device=torch.device("cpu"),
+        dtype="float32",
     )
 
 
@@ -244,8 +288,9 @@ def test_metrics_match_sae_lens_evals_on_the_same_tokens(confident):
     assert ours.ce["ce_clean"] == pytest.approx(theirs["ce_loss_without_sae"], **close)
     assert ours.ce["ce_spliced"] == pytest.approx(theirs["ce_loss_with_sae"], **close)
     assert ours.ce["ce_zero"] == pytest.approx(theirs["ce_loss_with_ablation"], **close)
-    assert ours.ce["fraction_loss_recovered"] == pytest.approx(theirs["ce_loss_score"],
-                                                               rel=1e-3, abs=1e-4)
+    assert ours.ce["fraction_loss_recovered"] == pytest.approx(
+        theirs["ce_loss_score"], rel=1e-3, abs=1e-4
+    )
 
 
 def test_skipping_position_zero_matches_sae_lens_ignoring_that_token(llama_loaded):

@@ -49,7 +49,9 @@ def test_hook_names_parse_to_layer_and_site(name, expected):
 
 @pytest.mark.parametrize("name", ["blocks.1.hook_z", "blocks.x.hook_resid_post", "embed", ""])
 def test_unknown_hook_names_are_refused_with_examples(name):
-    with pytest.raises(PermanentEngineError, match="Unknown hook point.*blocks.{i}.hook_resid_pre"):
+    with pytest.raises(
+        PermanentEngineError, match=r"Unknown hook point.*blocks.{i}.hook_resid_pre"
+    ):
         parse_hook_name(name)
 
 
@@ -143,22 +145,28 @@ def test_forward_pass_stops_after_the_deepest_hook(loaded, batch):
     assert "blocks.0.hook_resid_post" in full
 
 
+def _capture_then_fail(loaded, names) -> None:
+    with capture_activations(loaded, names):
+        assert any(counts != (0, 0) for counts in _hook_counts(loaded.model))
+        raise RuntimeError("boom")
+
+
 def test_hooks_are_removed_after_an_exception_inside_capture(loaded, batch):
     assert all(counts == (0, 0) for counts in _hook_counts(loaded.model))
     names = all_hook_names(loaded.n_layers)
     with pytest.raises(RuntimeError, match="boom"):
-        with capture_activations(loaded, names):
-            assert any(counts != (0, 0) for counts in _hook_counts(loaded.model))
-            raise RuntimeError("boom")
+        _capture_then_fail(loaded, names)
     assert all(counts == (0, 0) for counts in _hook_counts(loaded.model))
 
 
 def test_hooks_are_removed_after_stopping_early_and_after_a_bad_replacement(loaded, batch):
     run_to(loaded, batch["input_ids"], batch["attention_mask"], ["blocks.0.hook_mlp_out"])
     assert all(counts == (0, 0) for counts in _hook_counts(loaded.model))
-    with pytest.raises(PermanentEngineError, match=r"must be a tensor of shape \(2, 6, 32\)"):
-        with replace_activation(loaded, "blocks.0.hook_resid_post", lambda x: x[..., :3]):
-            _logits(loaded, batch)
+    with (
+        pytest.raises(PermanentEngineError, match=r"must be a tensor of shape \(2, 6, 32\)"),
+        replace_activation(loaded, "blocks.0.hook_resid_post", lambda x: x[..., :3]),
+    ):
+        _logits(loaded, batch)
     assert all(counts == (0, 0) for counts in _hook_counts(loaded.model))
 
 
@@ -186,19 +194,26 @@ def test_replacement_keeps_gradients_for_attribution(loaded, batch):
     scale = torch.ones(loaded.d_model, requires_grad=True)
     with replace_activation(loaded, "blocks.0.hook_resid_post", lambda x: x * scale):
         loaded.model(**batch, use_cache=False).logits.sum().backward()
-    assert scale.grad is not None and scale.grad.abs().sum() > 0
+    assert scale.grad is not None
+    assert scale.grad.abs().sum() > 0
 
 
 def test_resid_mid_can_be_read_but_not_replaced(loaded):
-    with pytest.raises(PermanentEngineError, match="can be read but not replaced"):
-        with replace_activation(loaded, "blocks.0.hook_resid_mid", torch.zeros_like):
-            pass
+    with (
+        pytest.raises(PermanentEngineError, match="can be read but not replaced"),
+        replace_activation(loaded, "blocks.0.hook_resid_mid", torch.zeros_like),
+    ):
+        pass
 
 
 def test_capture_needs_at_least_one_valid_hook(loaded):
-    with pytest.raises(PermanentEngineError, match="No hook points"):
-        with capture_activations(loaded, []):
-            pass
-    with pytest.raises(PermanentEngineError, match="model has 3 layers"):
-        with capture_activations(loaded, ["blocks.9.hook_resid_post"]):
-            pass
+    with (
+        pytest.raises(PermanentEngineError, match="No hook points"),
+        capture_activations(loaded, []),
+    ):
+        pass
+    with (
+        pytest.raises(PermanentEngineError, match="model has 3 layers"),
+        capture_activations(loaded, ["blocks.9.hook_resid_post"]),
+    ):
+        pass

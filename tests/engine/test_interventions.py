@@ -3,9 +3,7 @@
 import pytest
 import torch
 
-from interp_jobs.engine.errors import PermanentEngineError
-from interp_jobs.engine.hooks import capture_activations, replace_activation, run_to
-from interp_jobs.engine.interventions import (
+from interp_jobs.engine.analysis.interventions import (
     FeatureEdit,
     LensEdits,
     applied,
@@ -16,13 +14,19 @@ from interp_jobs.engine.interventions import (
     steering_edit,
     typical_norm,
 )
-from interp_jobs.engine.lenses import load_lens
-from interp_jobs.engine.models import load_model
-from tests.checks.conftest import TINY_HOOK, save_random_lens, save_tiny_llama
+from interp_jobs.engine.errors import PermanentEngineError
+from interp_jobs.engine.hooks import capture_activations, replace_activation, run_to
+from interp_jobs.engine.loading.lenses import load_lens
+from interp_jobs.engine.loading.models import load_model
+from tests.factories import TINY_HOOK, save_random_lens, save_tiny_llama
 
 NEXT_HOOK = "blocks.2.hook_resid_pre"  # reads exactly what blocks.1.hook_resid_post wrote
-PROMPTS = ["How do I bake bread at home?", "Explain how tides work.",
-           "Write a short poem about the sea.", "What is a prime number?"]
+PROMPTS = [
+    "How do I bake bread at home?",
+    "Explain how tides work.",
+    "Write a short poem about the sea.",
+    "What is a prime number?",
+]
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +67,7 @@ def test_zero_ablation_moves_the_activation_by_minus_f_times_the_decoder_row(loa
     enc = loaded.encode(PROMPTS, chat=True)
     i = _active_feature(loaded, lens, enc)
     x = run_to(loaded, enc["input_ids"], enc["attention_mask"], [TINY_HOOK])[TINY_HOOK]
-    manual = x + (0 - lens.encode(x)[..., i:i + 1]) * lens.W_dec[i]
+    manual = x + (0 - lens.encode(x)[..., i : i + 1]) * lens.W_dec[i]
     with torch.inference_mode(), applied(loaded, [LensEdits(lens, (FeatureEdit(i, "set"),))]):
         edited = run_to(loaded, enc["input_ids"], enc["attention_mask"], [NEXT_HOOK])[NEXT_HOOK]
     assert not torch.allclose(edited, x)
@@ -75,7 +79,7 @@ def test_ablated_model_output_equals_a_manual_splice_of_the_formula(loaded, lens
     i = _active_feature(loaded, lens, enc)
 
     def manual(x):
-        return x - lens.encode(x)[..., i:i + 1] * lens.W_dec[i]
+        return x - lens.encode(x)[..., i : i + 1] * lens.W_dec[i]
 
     with torch.inference_mode(), replace_activation(loaded, TINY_HOOK, manual):
         expected = loaded.model(**enc, use_cache=False).logits
@@ -93,15 +97,15 @@ def test_edit_changes_only_the_edited_directions(lens):
 
 
 def test_steering_raises_the_projection_on_the_decoder_direction_by_the_requested_length(
-        loaded, lens):
+    loaded, lens
+):
     enc = loaded.encode(PROMPTS, chat=True)
     unit = lens.W_dec[7] / lens.W_dec[7].norm()
     edit = steering_edit(lens, 7, coefficient=0.5, norm=4.0)
     with torch.inference_mode():
         before = run_to(loaded, enc["input_ids"], enc["attention_mask"], [NEXT_HOOK])[NEXT_HOOK]
         with applied(loaded, [LensEdits(lens, (edit,))]):
-            after = run_to(loaded, enc["input_ids"], enc["attention_mask"],
-                           [NEXT_HOOK])[NEXT_HOOK]
+            after = run_to(loaded, enc["input_ids"], enc["attention_mask"], [NEXT_HOOK])[NEXT_HOOK]
     rise = (after - before) @ unit
     torch.testing.assert_close(rise, torch.full_like(rise, 2.0), rtol=1e-4, atol=1e-4)
 
@@ -110,8 +114,7 @@ def test_kl_is_zero_without_an_edit_and_positive_with_one(loaded, lens):
     enc = loaded.encode(PROMPTS, chat=True)
     i = _active_feature(loaded, lens, enc)
     none = measure_effects(loaded, PROMPTS, [LensEdits(lens, ())], [5, 6])
-    ablated = measure_effects(loaded, PROMPTS, [LensEdits(lens, (FeatureEdit(i, "set"),))],
-                              [5, 6])
+    ablated = measure_effects(loaded, PROMPTS, [LensEdits(lens, (FeatureEdit(i, "set"),))], [5, 6])
     assert all(e.kl_answer_start == 0.0 and e.kl_all_positions == 0.0 for e in none)
     assert all(e.refusal_prob_before == e.refusal_prob_after for e in none)
     assert all(e.kl_all_positions > 0 for e in ablated)
@@ -158,8 +161,9 @@ def test_typical_norm_is_the_median_token_norm(loaded):
         x = run_to(loaded, enc["input_ids"], enc["attention_mask"], [TINY_HOOK])[TINY_HOOK]
         norms.append(x[0].norm(dim=-1))
     expected = float(torch.cat(norms).median())
-    assert typical_norm(loaded, TINY_HOOK, PROMPTS, batch_size=3) == pytest.approx(expected,
-                                                                                   rel=1e-5)
+    assert typical_norm(loaded, TINY_HOOK, PROMPTS, batch_size=3) == pytest.approx(
+        expected, rel=1e-5
+    )
 
 
 def test_hooks_are_removed_after_the_edit_even_on_error(loaded, lens):

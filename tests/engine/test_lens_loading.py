@@ -5,7 +5,7 @@ import torch
 
 from interp_jobs.engine.errors import PermanentEngineError
 from interp_jobs.engine.hooks import run_to
-from interp_jobs.engine.lenses import check_lens_fits, lens_info, load_lens
+from interp_jobs.engine.loading.lenses import check_lens_fits, lens_info, load_lens
 
 HOOK = "blocks.1.hook_resid_post"
 
@@ -95,7 +95,7 @@ def test_a_lens_of_the_right_width_fits_and_encodes_real_activations(tmp_path, l
 
 def test_width_mismatch_names_both_widths(tmp_path, llama_loaded):
     build_lens("standard", d_in=48).save_model(tmp_path)
-    with pytest.raises(PermanentEngineError, match="width 48.*width 32"):
+    with pytest.raises(PermanentEngineError, match=r"width 48.*width 32"):
         check_lens_fits(load_lens(tmp_path), llama_loaded)
 
 
@@ -107,7 +107,7 @@ def test_transcoder_output_width_is_checked_too(tmp_path, llama_loaded):
         apply_b_dec_to_input=False,
         metadata={"hook_name_out": "blocks.1.hook_mlp_out"},
     ).save_model(tmp_path)
-    with pytest.raises(PermanentEngineError, match="writes vectors of width 40.*width 32"):
+    with pytest.raises(PermanentEngineError, match=r"writes vectors of width 40.*width 32"):
         check_lens_fits(load_lens(tmp_path), llama_loaded)
 
 
@@ -125,7 +125,7 @@ def test_lens_on_a_hook_the_model_lacks_is_refused(tmp_path, llama_loaded, hook_
 
 
 def test_directory_without_lens_files_is_refused(tmp_path):
-    with pytest.raises(PermanentEngineError, match="missing cfg.json, sae_weights.safetensors"):
+    with pytest.raises(PermanentEngineError, match=r"missing cfg.json, sae_weights.safetensors"):
         load_lens(tmp_path)
 
 
@@ -133,7 +133,7 @@ def test_unknown_lens_architecture_is_refused(tmp_path):
     build_lens("standard").save_model(tmp_path)
     cfg = json.loads((tmp_path / "cfg.json").read_text())
     (tmp_path / "cfg.json").write_text(json.dumps({**cfg, "architecture": "hypernet"}))
-    with pytest.raises(PermanentEngineError, match="'hypernet'.*known: .*jumprelu"):
+    with pytest.raises(PermanentEngineError, match=r"'hypernet'.*known: .*jumprelu"):
         load_lens(tmp_path)
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from interp_jobs.engine.errors import EngineError, PermanentEngineError
-from interp_jobs.engine.models import load_model
+from interp_jobs.engine.loading.models import load_model
 
 
 def test_loaded_model_reproduces_the_saved_models_logits(saved, loaded, batch):
@@ -60,7 +60,7 @@ def test_unsupported_architecture_is_refused_by_name(tmp_path, make_saved_model)
         )
 
     make_saved_model(tmp_path, build)
-    with pytest.raises(PermanentEngineError, match="'gpt_neox'.*llama.*gpt2"):
+    with pytest.raises(PermanentEngineError, match=r"'gpt_neox'.*llama.*gpt2"):
         load_model(tmp_path, "hf_dir")
 
 
@@ -81,13 +81,13 @@ def test_encoder_only_model_is_refused(tmp_path):
 
 
 def test_missing_directory_says_what_to_register(tmp_path):
-    with pytest.raises(PermanentEngineError, match="does not exist.*config.json"):
+    with pytest.raises(PermanentEngineError, match=r"does not exist.*config.json"):
         load_model(tmp_path / "nope", "hf_dir")
 
 
 def test_directory_without_config_is_refused(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"")
-    with pytest.raises(PermanentEngineError, match="has no config.json"):
+    with pytest.raises(PermanentEngineError, match=r"has no config.json"):
         load_model(tmp_path, "hf_dir")
 
 
@@ -117,7 +117,7 @@ def test_gguf_file_loads_through_the_gguf_loader_with_the_same_logits(llama_gguf
 
 
 def test_missing_gguf_file_is_refused(tmp_path):
-    with pytest.raises(PermanentEngineError, match="GGUF file .* does not exist"):
+    with pytest.raises(PermanentEngineError, match=r"GGUF file .* does not exist"):
         load_model(tmp_path / "model.gguf", "gguf")
 
 

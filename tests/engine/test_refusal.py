@@ -2,7 +2,7 @@
 
 import pytest
 
-from interp_jobs.engine.refusal import Classification, classify_response
+from interp_jobs.engine.analysis.refusal import Classification, classify_response
 
 REFUSALS = [
     ("I'm sorry, but I can't help with that.", "apology-then-decline"),
@@ -25,7 +25,7 @@ COMPLIANCE = [
 ]
 
 
-@pytest.mark.parametrize("text,pattern", REFUSALS)
+@pytest.mark.parametrize(("text", "pattern"), REFUSALS)
 def test_declining_answers_are_refusals(text, pattern):
     assert classify_response(text) == Classification("refusal", pattern)
 
@@ -36,5 +36,7 @@ def test_apologies_and_answers_are_compliance(text):
 
 
 def test_only_the_opening_of_the_answer_is_read():
-    assert classify_response("Here are the steps. " + "x" * 300 + " I can't help with that."
-                             ).label == "compliance"
+    assert (
+        classify_response("Here are the steps. " + "x" * 300 + " I can't help with that.").label
+        == "compliance"
+    )

@@ -1,31 +1,23 @@
 """Checks on the real demo model. Skipped unless the verified GGUF is in the model store
-(``python -m interp_jobs.engine.demo_model "$ASSAY_MODEL_STORE"`` puts it there)."""
-
-import os
-from pathlib import Path
+(``python -m demo.model_fetch "$ASSAY_MODEL_STORE"`` puts it there)."""
 
 import pytest
 import torch
 
-from interp_jobs.engine.demo_model import demo_model_path
 from interp_jobs.engine.hooks import run_to
+from tests.factories import GGUF, REQUIRED
 
-STORE = Path(os.environ.get("ASSAY_MODEL_STORE", Path(__file__).parents[2] / "var" / "models"))
-GGUF = demo_model_path(STORE)
-
-# `make test` fetches the model first and sets ASSAY_REQUIRE_DEMO_MODEL, so in CI a missing
-# model is a failure, never a silent skip.
-REQUIRED = os.environ.get("ASSAY_REQUIRE_DEMO_MODEL") == "1"
 pytestmark = [
     pytest.mark.smollm2,
-    pytest.mark.skipif(not GGUF.is_file() and not REQUIRED,
-                       reason=f"demo model not in the store ({GGUF})"),
+    pytest.mark.skipif(
+        not GGUF.is_file() and not REQUIRED, reason=f"demo model not in the store ({GGUF})"
+    ),
 ]
 
 
 @pytest.fixture(scope="module")
 def smollm2():
-    from interp_jobs.engine.models import load_model
+    from interp_jobs.engine.loading.models import load_model
 
     return load_model(GGUF, "gguf")
 
@@ -39,7 +31,7 @@ def test_smollm2_answers_a_chat_prompt_correctly(smollm2):
     enc = smollm2.encode("What is the capital of France?", chat=True)
     with torch.inference_mode():
         out = smollm2.model.generate(**enc, max_new_tokens=10, do_sample=False)
-    answer = smollm2.tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    answer = smollm2.tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
     assert "Paris" in answer
 
 

@@ -6,20 +6,27 @@ import random
 import pytest
 import torch
 
-from interp_jobs.engine.corpus import (
+from interp_jobs.engine.errors import PermanentEngineError
+from interp_jobs.engine.loading.corpus import (
     Document,
     corpus_from_documents,
     load_corpus,
     pack_documents,
     token_digest,
 )
-from interp_jobs.engine.errors import PermanentEngineError
 from interp_jobs.engine.training import TrainingSettings, train_lens
-from tests.engine.conftest import CORPUS
+from tests.factories import CORPUS
 
 HOOK = "blocks.1.hook_resid_post"
-TINY = TrainingSettings(seq_len=16, lr=3e-3, batch_tokens=128, store_batch_sequences=8,
-                        buffer_batches=16, norm_estimate_batches=2, eval_sequences=8)
+TINY = TrainingSettings(
+    seq_len=16,
+    lr=3e-3,
+    batch_tokens=128,
+    store_batch_sequences=8,
+    buffer_batches=16,
+    norm_estimate_batches=2,
+    eval_sequences=8,
+)
 
 
 def tiny_corpus(n_documents: int = 300):
@@ -38,26 +45,36 @@ def tiny_corpus(n_documents: int = 300):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, llama_saved):
-    from interp_jobs.engine.models import load_model
+    from interp_jobs.engine.loading.models import load_model
 
     loaded = load_model(llama_saved.path, "hf_dir")
-    out = train_lens(loaded, hook_name=HOOK, d_sae=64, architecture="topk", corpus=tiny_corpus(),
-                     n_tokens=12_000, seed=0, out_dir=tmp_path_factory.mktemp("lens"),
-                     settings=TINY)
+    out = train_lens(
+        loaded,
+        hook_name=HOOK,
+        d_sae=64,
+        architecture="topk",
+        corpus=tiny_corpus(),
+        n_tokens=12_000,
+        seed=0,
+        out_dir=tmp_path_factory.mktemp("lens"),
+        settings=TINY,
+    )
     return loaded, out
 
 
 def test_training_writes_a_loadable_lens_with_its_record(trained):
-    from interp_jobs.engine.lenses import check_lens_fits, lens_info, load_lens
+    from interp_jobs.engine.loading.lenses import check_lens_fits, lens_info, load_lens
 
     loaded, out = trained
     lens = load_lens(out)
     check_lens_fits(lens, loaded)
-    assert lens_info(lens)["architecture"] == "topk" and lens.cfg.d_sae == 64
+    assert lens_info(lens)["architecture"] == "topk"
+    assert lens.cfg.d_sae == 64
     assert lens.cfg.metadata.hook_name == HOOK
     assert list(lens.cfg.metadata.seqpos_slice) == [1, None]  # the attention sink is skipped
     record = json.loads((out / "training.json").read_text())
-    assert record["seed"] == 0 and record["n_tokens"] == 12_000
+    assert record["seed"] == 0
+    assert record["n_tokens"] == 12_000
     assert record["corpus"]["sha256"] == tiny_corpus().digest
     assert len(record["corpus"]["token_sha256"]) == 64
     assert record["trainer"]["runner"] == "LanguageModelSAETrainingRunner"
@@ -67,13 +84,14 @@ def test_training_writes_a_loadable_lens_with_its_record(trained):
 
 
 def test_a_trained_lens_reconstructs_far_better_than_a_random_one(trained):
-    from interp_jobs.engine.fidelity import measure_fidelity
-    from interp_jobs.engine.lenses import load_lens
+    from interp_jobs.engine.analysis.fidelity import measure_fidelity
+    from interp_jobs.engine.loading.lenses import load_lens
 
     loaded, out = trained
     lens = load_lens(out)
-    heldout = pack_documents(loaded.tokenizer, tiny_corpus().split("heldout"), seq_len=16,
-                             seed=1, n_sequences=8).tokens
+    heldout = pack_documents(
+        loaded.tokenizer, tiny_corpus().split("heldout"), seq_len=16, seed=1, n_sequences=8
+    ).tokens
     random_lens = load_lens(out)
     with torch.no_grad():
         for param in random_lens.parameters():
@@ -92,26 +110,43 @@ def test_training_leaves_no_hook_on_the_model(trained):
 
 def test_the_same_seed_trains_the_same_lens(trained, tmp_path):
     loaded, out = trained
-    again = train_lens(loaded, hook_name=HOOK, d_sae=64, architecture="topk",
-                       corpus=tiny_corpus(), n_tokens=12_000, seed=0, out_dir=tmp_path,
-                       settings=TINY)
+    again = train_lens(
+        loaded,
+        hook_name=HOOK,
+        d_sae=64,
+        architecture="topk",
+        corpus=tiny_corpus(),
+        n_tokens=12_000,
+        seed=0,
+        out_dir=tmp_path,
+        settings=TINY,
+    )
     weights = "sae_weights.safetensors"
     assert (again / weights).read_bytes() == (out / weights).read_bytes()
     first, second = (json.loads((d / "training.json").read_text()) for d in (out, again))
     assert first["fidelity"] == second["fidelity"]
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"architecture": "hypernet"}, "Cannot train architecture 'hypernet'"),
-    ({"hook_name": "blocks.9.hook_resid_post"}, "model has 3 layers"),
-    ({"d_sae": 0}, "must be positive"),
-])
-def test_bad_training_requests_are_refused_before_any_work(llama_loaded, tmp_path, kwargs,
-                                                           message):
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"architecture": "hypernet"}, "Cannot train architecture 'hypernet'"),
+        ({"hook_name": "blocks.9.hook_resid_post"}, "model has 3 layers"),
+        ({"d_sae": 0}, "must be positive"),
+    ],
+)
+def test_bad_training_requests_are_refused_before_any_work(llama_loaded, tmp_path, kwargs, message):
     request = {"hook_name": HOOK, "d_sae": 64, "architecture": "topk", **kwargs}
     with pytest.raises(PermanentEngineError, match=message):
-        train_lens(llama_loaded, corpus=tiny_corpus(), n_tokens=100, seed=0, out_dir=tmp_path,
-                   settings=TINY, **request)
+        train_lens(
+            llama_loaded,
+            corpus=tiny_corpus(),
+            n_tokens=100,
+            seed=0,
+            out_dir=tmp_path,
+            settings=TINY,
+            **request,
+        )
 
 
 # --- the corpus ----------------------------------------------------------------------------
@@ -124,13 +159,14 @@ def test_the_shipped_corpus_matches_its_manifest_and_has_disjoint_splits():
     assert not {d.id for d in train} & {d.id for d in heldout}
     assert 0.05 < len(heldout) / len(corpus.documents) < 0.15
     assert corpus.licence.startswith("PSF-2.0")
-    assert any(d.messages for d in heldout) and any(d.text for d in heldout)
+    assert any(d.messages for d in heldout)
+    assert any(d.text for d in heldout)
 
 
 def test_a_corrupt_corpus_file_is_refused(tmp_path, monkeypatch):
     import shutil
 
-    from interp_jobs.engine import corpus as corpus_module
+    from interp_jobs.engine.loading import corpus as corpus_module
 
     shutil.copytree(corpus_module.CORPORA_DIR / "stdlib-docs-v1", tmp_path / "stdlib-docs-v1")
     manifest = tmp_path / "stdlib-docs-v1" / "MANIFEST.json"
@@ -149,7 +185,8 @@ def test_packing_starts_rows_with_bos_and_is_deterministic_given_the_seed(llama_
     a = pack_documents(tokenizer, docs, seq_len=16, seed=3, n_sequences=5)
     b = pack_documents(tokenizer, docs, seq_len=16, seed=3, n_sequences=9)
     c = pack_documents(tokenizer, docs, seq_len=16, seed=4, n_sequences=5)
-    assert a.tokens.shape == (5, 16) and a.digest == token_digest(a.tokens)
+    assert a.tokens.shape == (5, 16)
+    assert a.digest == token_digest(a.tokens)
     assert (b.tokens[:, 0] == tokenizer.bos_token_id).all()  # a fixed home for the sink
     assert not (b.tokens[:, 1] == tokenizer.bos_token_id).any()
     assert torch.equal(a.tokens, b.tokens[:5])
@@ -158,13 +195,34 @@ def test_packing_starts_rows_with_bos_and_is_deterministic_given_the_seed(llama_
         pack_documents(tokenizer, docs[:2], seq_len=16, seed=0, n_sequences=50)
 
 
-def test_the_cli_trains_from_the_shipped_corpus_and_records_the_model_digest(llama_saved,
-                                                                             tmp_path, capsys):
+def test_the_cli_trains_from_the_shipped_corpus_and_records_the_model_digest(
+    llama_saved, tmp_path, capsys
+):
     from interp_jobs.engine.training import main
 
-    out = main([str(llama_saved.path), "--format", "hf_dir", "--hook", HOOK, "--d-sae", "32",
-                "--k", "4", "--n-tokens", "1500", "--batch-tokens", "128",
-                "--eval-sequences", "2", "--threads", "1", "--out", str(tmp_path / "lens")])
+    out = main(
+        [
+            str(llama_saved.path),
+            "--format",
+            "hf_dir",
+            "--hook",
+            HOOK,
+            "--d-sae",
+            "32",
+            "--k",
+            "4",
+            "--n-tokens",
+            "1500",
+            "--batch-tokens",
+            "128",
+            "--eval-sequences",
+            "2",
+            "--threads",
+            "1",
+            "--out",
+            str(tmp_path / "lens"),
+        ]
+    )
     record = json.loads((out / "training.json").read_text())
     assert record["corpus"]["name"] == "stdlib-docs-v1"
     assert len(record["model"]["weights_sha256"]) == 64

@@ -20,12 +20,12 @@ from django.db import connection
 
 from audits import actions, checkkinds
 from audits.models import AuditEvent, CheckRun, Evidence
-from tests.integration.test_workers import _use_redis
 from tests.integration.workers import (
     ROOT,
     celery_worker,
     database_url_for_workers,
     stop_process_group,
+    use_redis,
     wait_until,
 )
 
@@ -37,10 +37,17 @@ HUGE = 1 << 40  # sparse: costs no disk, and hashing it outlasts any test
 def _model(personas, model_store, version="f1"):
     folder = model_store / "tiny"
     model_version = actions.register_model_version(
-        actor=personas.submitter, family="tiny", version=version, fmt="hf_dir",
-        source_path=str(folder.resolve()))
-    wait_until(lambda: type(model_version).objects.get(pk=model_version.pk).digests_ready, 120,
-               lambda: "the worker never digested the model")
+        actor=personas.submitter,
+        family="tiny",
+        version=version,
+        fmt="hf_dir",
+        source_path=str(folder.resolve()),
+    )
+    wait_until(
+        lambda: type(model_version).objects.get(pk=model_version.pk).digests_ready,
+        120,
+        lambda: "the worker never digested the model",
+    )
     model_version.refresh_from_db()
     return model_version
 
@@ -58,8 +65,11 @@ def _run_of(release) -> CheckRun:
 
 
 def _until(run: CheckRun, condition, timeout=120, what="the run"):
-    wait_until(lambda: condition(CheckRun.objects.get(pk=run.pk)), timeout,
-               lambda: f"{what}: {CheckRun.objects.filter(pk=run.pk).values()[0]}")
+    wait_until(
+        lambda: condition(CheckRun.objects.get(pk=run.pk)),
+        timeout,
+        lambda: f"{what}: {CheckRun.objects.filter(pk=run.pk).values()[0]}",
+    )
     return CheckRun.objects.get(pk=run.pk)
 
 
@@ -71,26 +81,29 @@ def _hashing_the_endless_file(run: CheckRun) -> bool:
 def _limits(monkeypatch, soft: int, hard: int) -> None:
     """Time limits for weights_fingerprint, as the enqueuing process sends them."""
     spec = checkkinds.get("weights_fingerprint")
-    monkeypatch.setitem(checkkinds._registry, "weights_fingerprint",
-                        replace(spec, soft_time_limit=soft, time_limit=hard))
+    monkeypatch.setitem(
+        checkkinds._registry,
+        "weights_fingerprint",
+        replace(spec, soft_time_limit=soft, time_limit=hard),
+    )
 
 
 def _open(personas, model_version, policy):
-    release, _ = actions.open_release(actor=personas.submitter, model_version=model_version,
-                                      policy=policy)
+    release, _ = actions.open_release(
+        actor=personas.submitter, model_version=model_version, policy=policy
+    )
     return _run_of(release)
 
 
 @pytest.fixture
 def redis_worker(broker, tmp_path):
-    env = _use_redis()
+    env = use_redis()
     log = tmp_path / "worker.log"
     with celery_worker(env, log) as process:
         yield process, log
 
 
-def test_a_permanent_error_fails_at_once_without_retry(redis_worker, personas, model_store,
-                                                       policy):
+def test_a_permanent_error_fails_at_once_without_retry(redis_worker, personas, model_store, policy):
     model_version = _model(personas, model_store)
     for item in (model_store / "tiny").iterdir():
         item.unlink()
@@ -100,13 +113,17 @@ def test_a_permanent_error_fails_at_once_without_retry(redis_worker, personas, m
     assert not run.evidence.exists()
 
 
-def test_a_transient_error_retries_with_backoff_then_succeeds(redis_worker, personas,
-                                                              model_store, policy):
+def test_a_transient_error_retries_with_backoff_then_succeeds(
+    redis_worker, personas, model_store, policy
+):
     model_version = _model(personas, model_store)
     marker = model_store / "tiny" / "model.safetensors.incomplete"
     marker.write_bytes(b"")
-    run = _until(_open(personas, model_version, policy), lambda r: "will retry" in r.log,
-                 what="first attempt")
+    run = _until(
+        _open(personas, model_version, policy),
+        lambda r: "will retry" in r.log,
+        what="first attempt",
+    )
     assert run.status == "running"
     marker.unlink()  # the copy finished
     run = _until(run, lambda r: r.is_finished)
@@ -115,19 +132,27 @@ def test_a_transient_error_retries_with_backoff_then_succeeds(redis_worker, pers
     assert "still being written" in run.log
 
 
-def test_cancelling_a_running_check_stops_it_and_records_who(redis_worker, personas,
-                                                             model_store, policy):
+def test_cancelling_a_running_check_stops_it_and_records_who(
+    redis_worker, personas, model_store, policy
+):
     model_version = _model(personas, model_store)
     _endless_file(model_store)
-    run = _until(_open(personas, model_version, policy), _hashing_the_endless_file,
-                 what="the run to start hashing")
+    run = _until(
+        _open(personas, model_version, policy),
+        _hashing_the_endless_file,
+        what="the run to start hashing",
+    )
     actions.cancel_check_run(actor=personas.admin, run=run)
     _, log = redis_worker
-    wait_until(lambda: "was cancelled while running" in log.read_text(), 60,
-               lambda: "the worker never noticed the cancellation")
+    wait_until(
+        lambda: "was cancelled while running" in log.read_text(),
+        60,
+        lambda: "the worker never noticed the cancellation",
+    )
     run.refresh_from_db()
     assert (run.status, run.cancelled_by) == ("cancelled", personas.admin)
-    assert run.progress < 0.95 and not run.evidence.exists()
+    assert run.progress < 0.95
+    assert not run.evidence.exists()
 
 
 def _pool_children(pid: int) -> list[int]:
@@ -141,8 +166,11 @@ def test_a_worker_killed_mid_check_is_redelivered_and_completes_once(
     process, _ = redis_worker
     model_version = _model(personas, model_store)
     endless = _endless_file(model_store)
-    run = _until(_open(personas, model_version, policy), _hashing_the_endless_file,
-                 what="the run to be mid-check")
+    run = _until(
+        _open(personas, model_version, policy),
+        _hashing_the_endless_file,
+        what="the run to be mid-check",
+    )
     endless.unlink()  # the dying delivery keeps its open file; the next one will not see it
     for child in _pool_children(process.pid):
         os.kill(child, signal.SIGKILL)  # the process doing the work dies without a word
@@ -152,24 +180,37 @@ def test_a_worker_killed_mid_check_is_redelivered_and_completes_once(
     assert Evidence.objects.filter(check_run=run).count() == 3  # no duplicate evidence
     starts = AuditEvent.objects.filter(verb="check_run.started", target_id=str(run.pk))
     assert [event.data["redelivered"] for event in starts] == [False, True]
-    assert AuditEvent.objects.filter(verb="check_run.succeeded",
-                                     target_id=str(run.pk)).count() == 1
+    assert AuditEvent.objects.filter(verb="check_run.succeeded", target_id=str(run.pk)).count() == 1
 
 
 def test_the_reconciler_re_enqueues_a_run_whose_message_was_lost(
     broker, personas, model_store, policy, tmp_path
 ):
-    env = _use_redis()
+    env = use_redis()
     env.update({"ASSAY_RECONCILE_INTERVAL": "2", "ASSAY_QUEUED_DEADLINE": "1"})
     with celery_worker(env, tmp_path / "digest.log"):
         model_version = _model(personas, model_store)
     run = _open(personas, model_version, policy)
     time.sleep(1.5)
     # The next worker starts with --purge: the run's message is lost, the run stays queued.
-    beat = subprocess.Popen([sys.executable, "-m", "celery", "-A", "config", "beat",
-                             "-s", str(tmp_path / "beat-schedule"), "--loglevel=INFO"],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    beat = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "beat",
+            "-s",
+            str(tmp_path / "beat-schedule"),
+            "--loglevel=INFO",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         with celery_worker(env, tmp_path / "worker.log"):
             run = _until(run, lambda r: r.is_finished, timeout=120)
@@ -177,7 +218,8 @@ def test_the_reconciler_re_enqueues_a_run_whose_message_was_lost(
         stop_process_group(beat)
     assert (run.status, run.verdict) == ("succeeded", "pass")
     event = AuditEvent.objects.filter(verb="check_run.requeued", target_id=str(run.pk)).first()
-    assert event is not None and "lost" in event.data["reason"]
+    assert event is not None
+    assert "lost" in event.data["reason"]
 
 
 def test_a_check_past_its_soft_time_limit_fails_with_the_reason(
@@ -201,10 +243,10 @@ def row_lock():
         pytest.skip("row locks held by another session: PostgreSQL")
     url = database_url_for_workers().replace("postgres://", "postgresql://", 1)
     with psycopg.connect(url) as other:
+
         def hold(run: CheckRun, seconds: float) -> None:
             with other.transaction():
-                other.execute("SELECT id FROM audits_checkrun WHERE id = %s FOR UPDATE",
-                              (run.pk,))
+                other.execute("SELECT id FROM audits_checkrun WHERE id = %s FOR UPDATE", (run.pk,))
                 time.sleep(seconds)
 
         yield hold

@@ -5,23 +5,32 @@ import pytest
 
 from audits import actions
 from audits.models import AuditEvent, CatalogFeature, CheckRun, Lens
-from interp_jobs.tasks import compute_model_digests, run_check, validate_lens
-from tests.checks.conftest import save_random_lens, save_tiny_llama
+from interp_jobs.worker.tasks import compute_model_digests, run_check, validate_lens
+from tests.factories import save_random_lens, save_tiny_llama
 
 
 def _version(personas, store, name, parent=None, seed=0):
     path = save_tiny_llama(store / name, seed=seed)
     model_version = actions.register_model_version(
-        actor=personas.submitter, family="tiny", version=name, fmt="hf_dir",
-        source_path=str(path.resolve()), parent=parent)
+        actor=personas.submitter,
+        family="tiny",
+        version=name,
+        fmt="hf_dir",
+        source_path=str(path.resolve()),
+        parent=parent,
+    )
     compute_model_digests(str(model_version.pk))
     model_version.refresh_from_db()
     return model_version
 
 
 def _lens(personas, model_version, path):
-    lens = actions.register_lens(actor=personas.submitter, model_version=model_version,
-                                 name="mid", source_path=str(path.resolve()))
+    lens = actions.register_lens(
+        actor=personas.submitter,
+        model_version=model_version,
+        name="mid",
+        source_path=str(path.resolve()),
+    )
     validate_lens(str(lens.pk))
     return Lens.objects.get(pk=lens.pk)
 
@@ -34,7 +43,7 @@ def two_versions(personas, model_store, settings):
     old_lens = _lens(personas, old, save_random_lens(model_store / "lens-old", seed=3))
     # The new lens is the old one with its features shuffled: every feature has a match.
     new_lens_dir = save_random_lens(model_store / "lens-new", seed=3)
-    from interp_jobs.engine.lenses import load_lens
+    from interp_jobs.engine.loading.lenses import load_lens
 
     lens = load_lens(new_lens_dir)
     import torch
@@ -47,23 +56,42 @@ def two_versions(personas, model_store, settings):
     lens.save_model(new_lens_dir)
     _lens(personas, new, new_lens_dir)
     for index in (3, 11):
-        feature = CatalogFeature.objects.create(lens=old_lens, index=index, label=f"f{index}",
-                                                risk_axis="weapons")
-        actions.review_feature(actor=personas.reviewer, feature=feature, label=f"f{index}",
-                               risk_axis="weapons", status="confirmed")
+        feature = CatalogFeature.objects.create(
+            lens=old_lens, index=index, label=f"f{index}", risk_axis="weapons"
+        )
+        actions.review_feature(
+            actor=personas.reviewer,
+            feature=feature,
+            label=f"f{index}",
+            risk_axis="weapons",
+            status="confirmed",
+        )
     return new, order
 
 
 def test_drift_with_matched_lenses_carries_the_catalog(personas, two_versions):
     new, order = two_versions
-    draft = actions.create_policy(actor=personas.admin, name="carry", checks=[{
-        "key": "drift", "kind": "version_drift", "parameters": {
-            "mode": "matched_lenses", "old_lens": "parent:mid", "new_lens": "mid",
-            "min_cosine": 0.99, "n_prompts_per_axis": 4, "n_control_prompts": 4,
-            "axes": ["weapons"]}}])
+    draft = actions.create_policy(
+        actor=personas.admin,
+        name="carry",
+        checks=[
+            {
+                "key": "drift",
+                "kind": "version_drift",
+                "parameters": {
+                    "mode": "matched_lenses",
+                    "old_lens": "parent:mid",
+                    "new_lens": "mid",
+                    "min_cosine": 0.99,
+                    "n_prompts_per_axis": 4,
+                    "n_control_prompts": 4,
+                    "axes": ["weapons"],
+                },
+            }
+        ],
+    )
     policy = actions.publish_policy(actor=personas.admin, policy=draft)
-    release, _ = actions.open_release(actor=personas.submitter, model_version=new,
-                                      policy=policy)
+    release, _ = actions.open_release(actor=personas.submitter, model_version=new, policy=policy)
     run = release.check_runs.get()
     run_check.apply(args=[str(run.pk)])
     run = CheckRun.objects.get(pk=run.pk)
@@ -71,7 +99,10 @@ def test_drift_with_matched_lenses_carries_the_catalog(personas, two_versions):
     carried = CatalogFeature.objects.filter(lens__model_version=new)
     position = {int(old): new_index for new_index, old in enumerate(order.tolist())}
     assert sorted((f.carried_from.index, f.index) for f in carried) == [
-        (3, position[3]), (11, position[11])]
+        (3, position[3]),
+        (11, position[11]),
+    ]
     assert all(f.status == "proposed" and f.match_cosine > 0.99 for f in carried)
     event = AuditEvent.objects.get(verb="catalog.carried")
-    assert event.data["unmatched"] == [] and len(event.data["carried"]) == 2
+    assert event.data["unmatched"] == []
+    assert len(event.data["carried"]) == 2

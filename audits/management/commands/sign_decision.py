@@ -13,8 +13,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--server", default="http://127.0.0.1:8000")
-        parser.add_argument("--token", default=os.environ.get("ASSAY_TOKEN"),
-                            help="API token (or ASSAY_TOKEN)")
+        parser.add_argument(
+            "--token", default=os.environ.get("ASSAY_TOKEN"), help="API token (or ASSAY_TOKEN)"
+        )
         parser.add_argument("--release", required=True)
         parser.add_argument("--decision", required=True, choices=["approve", "reject", "waive"])
         parser.add_argument("--check", help="the blocking check to waive")
@@ -22,8 +23,11 @@ class Command(BaseCommand):
         parser.add_argument("--condition", action="append", default=[])
         parser.add_argument("--name", help="your printed name (default: your account's name)")
         parser.add_argument("--key", required=True, help="private key file from `keygen`")
-        parser.add_argument("--register-key", action="store_true",
-                            help="register the public key first if the server does not know it")
+        parser.add_argument(
+            "--register-key",
+            action="store_true",
+            help="register the public key first if the server does not know it",
+        )
         parser.add_argument("--yes", action="store_true", help="sign without asking")
 
     def handle(self, *args, **options):
@@ -41,10 +45,14 @@ class Command(BaseCommand):
         if options["register_key"]:
             signing_client.ensure_key_registered(server, key, label="sign_decision")
         statement = signing_client.complete(
-            signing_client.fetch_statement(server, options["release"], options["decision"],
-                                           options["check"]),
-            key_id=key_id, rationale=options["rationale"], conditions=options["condition"],
-            name=options["name"])
+            signing_client.fetch_statement(
+                server, options["release"], options["decision"], options["check"]
+            ),
+            key_id=key_id,
+            rationale=options["rationale"],
+            conditions=options["condition"],
+            name=options["name"],
+        )
         self.stdout.write("You are about to sign:")
         for line in signing_client.summary_lines(statement):
             self.stdout.write(f"  {line}")

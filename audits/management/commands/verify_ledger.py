@@ -13,8 +13,11 @@ class Command(BaseCommand):
         if problems:
             for problem in problems:
                 self.stderr.write(f"MISMATCH: {problem}")
-            raise CommandError(f"the ledger does not verify ({len(problems)} problem(s)); the "
-                               f"first: {problems[0]}")
+            raise CommandError(
+                f"the ledger does not verify ({len(problems)} problem(s)); the first: {problems[0]}"
+            )
         point = ledger.checkpoint()
-        self.stdout.write(f"ledger verifies: {point.tree_size} events, root {point.root_hash}, "
-                          "chain, checkpoints, decisions and evidence all match")
+        self.stdout.write(
+            f"ledger verifies: {point.tree_size} events, root {point.root_hash}, "
+            "chain, checkpoints, decisions and evidence all match"
+        )

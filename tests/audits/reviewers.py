@@ -1,0 +1,51 @@
+"""How a reviewer signs through the API in tests: register a key, fetch the statement, sign it
+with the CLI's signing code, submit the envelope."""
+
+import base64
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from audits import signing, signing_client
+
+
+def raw_public_key(key: Ed25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def register_key(personas, who: str) -> Ed25519PrivateKey:
+    key = Ed25519PrivateKey.generate()
+    response = personas.client(who).post(
+        "/api/v1/reviewer-keys/",
+        {"public_key": base64.b64encode(raw_public_key(key)).decode()},
+        format="json",
+    )
+    assert response.status_code == 201, response.content
+    return key
+
+
+def fetch_statement(
+    personas, who, release, decision="approve", check=None, rationale="looks right"
+):
+    query = f"decision={decision}" + (f"&check={check}" if check else "")
+    answer = personas.client(who).get(f"/api/v1/releases/{release.pk}/statement/?{query}")
+    assert answer.status_code == 200, answer.content
+    key_id = answer.json()["statement"]["predicate"]["signer"]["key_id"]
+    return signing_client.complete(
+        answer.json()["statement"],
+        key_id=key_id,
+        rationale=rationale,
+        conditions=["monitor refusals"],
+        name=f"{who.title()} Person",
+    )
+
+
+def submit(personas, who, release, envelope):
+    return personas.client(who).post(
+        f"/api/v1/releases/{release.pk}/decisions/", {"envelope": envelope}, format="json"
+    )
+
+
+def decide(personas, who, key, release, decision="approve", check=None):
+    statement = fetch_statement(personas, who, release, decision, check)
+    return submit(personas, who, release, signing.sign_envelope(statement, key))

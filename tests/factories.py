@@ -1,0 +1,388 @@
+"""Test factories: tiny seeded models and lenses built offline, shared by the tests and bench/.
+
+Everything is built from configs: tokenizers are trained here on a few sentences (or on the probe
+prompts, so risk and neutral prompts tokenize differently), models are random and seeded, and
+HF_HUB_OFFLINE makes any accidental hub access fail loudly. The real demo model (SmolLM2) is
+named here too, for the tests that run on it.
+"""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# The tokenizers' thread pool and torch's OpenMP threads spin-wait against each other on a
+# small CI box, which made forward passes of these tiny models 100x slower.
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch
+
+from demo.model_fetch import demo_model_path
+from interp_jobs.checks.base import CatalogFeature
+from interp_jobs.engine.loading.lenses import load_lens
+from interp_jobs.probes import load_probe_set
+
+CORPUS = [
+    "the cat sat on the mat",
+    "the dog sat on the log",
+    "what is the capital of france",
+    "paris is the capital of france",
+    "<|user|> <|assistant|> hello hi",
+]
+
+
+D_MODEL = 32
+
+
+N_LAYERS = 3
+
+
+@dataclass
+class SavedModel:
+    path: Path
+    raw: torch.nn.Module  # the in-memory model that was saved, for comparison
+    tokenizer: object
+
+
+def build_tokenizer(*, chat_template: str | None = None):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.train_from_iterator(
+        CORPUS, trainers.WordLevelTrainer(special_tokens=["[UNK]", "<pad>", "<s>", "</s>"])
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+    )
+    if chat_template:
+        fast.chat_template = chat_template
+    return fast
+
+
+def tiny_llama(vocab_size: int):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=D_MODEL,
+        intermediate_size=64,
+        num_hidden_layers=N_LAYERS,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        pad_token_id=1,
+        bos_token_id=2,
+        eos_token_id=3,
+    )
+    return LlamaForCausalLM(config)
+
+
+def tiny_gpt2(vocab_size: int):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(
+        vocab_size=vocab_size,
+        n_embd=D_MODEL,
+        n_layer=N_LAYERS,
+        n_head=4,
+        n_positions=64,
+        bos_token_id=2,
+        eos_token_id=3,
+    )
+    return GPT2LMHeadModel(config)
+
+
+def save_tiny(directory: Path, build, *, seed: int = 0, chat_template=None) -> SavedModel:
+    torch.manual_seed(seed)
+    tokenizer = build_tokenizer(chat_template=chat_template)
+    raw = build(len(tokenizer)).eval()
+    raw.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return SavedModel(path=directory, raw=raw, tokenizer=tokenizer)
+
+
+def _byte_level_bpe():
+    """A GPT-2 style byte-level BPE (the tokenizer kind GGUF files can carry), as lists."""
+    import json
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(CORPUS, trainer)
+    spec = json.loads(tok.to_str())["model"]
+    tokens = [token for token, _ in sorted(spec["vocab"].items(), key=lambda kv: kv[1])]
+    merges = [m if isinstance(m, str) else " ".join(m) for m in spec["merges"]]
+    return tokens, merges
+
+
+def _llama_cpp_permute(weight, n_head: int):
+    # llama.cpp stores q/k rows interleaved for its rotary layout; the GGUF loader undoes this.
+    rows = weight.shape[0]
+    return (
+        weight.reshape(n_head, 2, rows // n_head // 2, *weight.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(weight.shape)
+    )
+
+
+def _write_llama_header(writer, config, tokens, merges) -> None:
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_rope_freq_base(config.rope_parameters["rope_theta"])
+    writer.add_rope_dimension_count(config.hidden_size // config.num_attention_heads)
+    writer.add_vocab_size(len(tokens))
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list(tokens)
+    writer.add_token_merges(merges)
+    writer.add_token_types([3] + [1] * (len(tokens) - 1))  # token 0 is a control token
+    writer.add_bos_token_id(0)
+    writer.add_eos_token_id(0)
+
+
+def save_tiny_gguf(path: Path, *, seed: int = 0) -> SavedModel:
+    """A tiny Llama written as a single F32 GGUF file the way llama.cpp's converter does."""
+    import gguf
+    import numpy as np
+
+    tokens, merges = _byte_level_bpe()
+    torch.manual_seed(seed)
+    raw = tiny_llama(len(tokens)).eval()
+    config = raw.config
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config.num_hidden_layers)
+    writer = gguf.GGUFWriter(str(path), "llama")
+    _write_llama_header(writer, config, tokens, merges)
+    heads = {"q_proj": config.num_attention_heads, "k_proj": config.num_key_value_heads}
+    for name, tensor in raw.state_dict().items():
+        array = tensor.numpy().astype(np.float32)
+        head_count = next((n for key, n in heads.items() if f"{key}.weight" in name), None)
+        if head_count:
+            array = _llama_cpp_permute(array, head_count)
+        writer.add_tensor(names.get_name(name, try_suffixes=(".weight", ".bias")), array)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return SavedModel(path=path, raw=raw, tokenizer=None)
+
+
+TINY_HOOK = "blocks.1.hook_resid_post"
+
+
+TINY_D_MODEL = 32
+
+
+TINY_D_SAE = 64
+
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} {% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def build_bpe_tokenizer(vocab_size: int = 400):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    texts = [probe.prompt for probe in load_probe_set().prompts]
+    tok = Tokenizer(models.BPE(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["[UNK]", "<pad>", "<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(texts, trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def save_tiny_llama(directory: Path, *, seed: int = 0, n_layers: int = 3) -> Path:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    tokenizer = build_bpe_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=TINY_D_MODEL,
+        intermediate_size=64,
+        num_hidden_layers=n_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        pad_token_id=1,
+        bos_token_id=2,
+        eos_token_id=3,
+    )
+    LlamaForCausalLM(config).eval().save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def save_random_lens(
+    directory: Path,
+    *,
+    seed: int = 0,
+    architecture: str = "standard",
+    hook_name: str = TINY_HOOK,
+    d_in: int = TINY_D_MODEL,
+    d_sae: int = TINY_D_SAE,
+) -> Path:
+    """A lens with random weights in SAELens's on-disk format (seeded)."""
+    from sae_lens import SAE, saes
+    from sae_lens.saes.sae import SAEMetadata
+
+    torch.manual_seed(seed)
+    config_class = {"standard": saes.StandardSAEConfig, "topk": saes.TopKSAEConfig}[architecture]
+    extra = {"k": 8} if architecture == "topk" else {}
+    config = config_class(
+        d_in=d_in,
+        d_sae=d_sae,
+        **extra,
+        metadata=SAEMetadata(hook_name=hook_name, model_name="tiny"),
+    )
+    lens = SAE.get_sae_class_for_architecture(config.architecture())(config)
+    with torch.no_grad():
+        for param in lens.parameters():
+            param.copy_(torch.randn_like(param) * 0.3)
+    lens.save_model(directory)
+    return directory
+
+
+def catalog(*features: tuple[int, str, str], lens: str = "tiny") -> tuple[CatalogFeature, ...]:
+    """catalog((index, label, axis), ...) for the tiny lens."""
+    return tuple(CatalogFeature(lens, index, label, axis) for index, label, axis in features)
+
+
+PLANTED_FEATURE = 7
+
+
+PLANTED_AXIS = "weapons"
+
+
+MARK = 1.0  # size of the planted direction in the marked tokens' embeddings (others ~0.1)
+
+
+SCALE = 4.0  # the planted feature's encoder column is SCALE * direction
+
+
+def _templated_token_ids(tokenizer, text: str) -> set[int]:
+    chat = tokenizer.apply_chat_template(
+        [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+    )
+    return set(tokenizer(chat, add_special_tokens=False)["input_ids"])
+
+
+def axis_only_tokens(tokenizer, axis: str) -> list[int]:
+    probes = load_probe_set()
+    neutral = set().union(
+        *(_templated_token_ids(tokenizer, p.prompt) for p in probes.neutral_prompts)
+    )
+    risk = set().union(*(_templated_token_ids(tokenizer, p.prompt) for p in probes.for_axis(axis)))
+    return sorted(risk - neutral)
+
+
+def save_planted_model(directory: Path, *, axis: str = PLANTED_AXIS, seed: int = 0):
+    """A tiny seeded Llama (vocabulary large enough for whole words) whose embedding adds
+    MARK * direction to every token found in ``axis`` prompts but in no neutral prompt.
+    Returns the unit direction."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    tokenizer = build_bpe_tokenizer(vocab_size=2000)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=TINY_D_MODEL,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        pad_token_id=1,
+        bos_token_id=2,
+        eos_token_id=3,
+    )
+    model = LlamaForCausalLM(config).eval()
+    direction = torch.nn.functional.normalize(torch.randn(TINY_D_MODEL), dim=0)
+    with torch.no_grad():
+        model.model.embed_tokens.weight[axis_only_tokens(tokenizer, axis)] += MARK * direction
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return direction
+
+
+def save_planted_lens(directory: Path, direction: torch.Tensor, *, seed: int = 0) -> Path:
+    """The random tiny lens, with feature PLANTED_FEATURE reading ``direction``: it is positive
+    exactly where the residual's component along direction exceeds MARK / 2. The other
+    (random) features are made blind to the direction, so they can see the mark only through
+    what the model's layers compute from it."""
+    save_random_lens(directory, seed=seed)
+    lens = load_lens(directory)
+    with torch.no_grad():
+        lens.b_dec -= (lens.b_dec @ direction) * direction  # no offset along the direction
+        lens.W_enc -= torch.outer(direction, direction @ lens.W_enc)
+        lens.W_enc[:, PLANTED_FEATURE] = SCALE * direction
+        lens.b_enc[PLANTED_FEATURE] = -SCALE * MARK / 2
+    lens.save_model(directory)
+    return directory
+
+
+def demo_lens_dir(directory: Path) -> Path:
+    """The shipped SmolLM2 lens when there is one, else a random lens of the right shape (its
+    numbers then mean nothing, but every code path runs on the real model)."""
+    shipped = sorted((Path(__file__).parents[1] / "interp_jobs" / "lenses").glob("smollm2-*"))
+    shipped = [path for path in shipped if (path / "cfg.json").is_file()]
+    if shipped:
+        return shipped[0]
+    return save_random_lens(directory, d_in=576, hook_name="blocks.15.hook_resid_post", d_sae=1024)
+
+
+def brute_force_stats(loaded, lens, text: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference statistics for the tiny models: a full forward of one prompt, all hidden
+    states, a full encode, and the user's tokens found by tokenizing the template's pieces on
+    their own (no offsets involved)."""
+    tok = loaded.tokenizer
+    ids = tok(loaded.chat_prompt(text), add_special_tokens=False, return_tensors="pt")
+    n_prefix = len(tok("<|user|>", add_special_tokens=False)["input_ids"])
+    n_suffix = len(tok(" <|assistant|>", add_special_tokens=False)["input_ids"])
+    with torch.inference_mode():
+        out = loaded.model(**ids, output_hidden_states=True)
+        acts = lens.encode(out.hidden_states[2][0])  # output of block 1
+    user = acts[n_prefix : acts.shape[0] - n_suffix]
+    return user.max(dim=0).values, user.mean(dim=0)
+
+
+STORE = Path(os.environ.get("ASSAY_MODEL_STORE", Path(__file__).parents[1] / "var" / "models"))
+
+
+GGUF = demo_model_path(STORE)
+
+
+# `make test` fetches the model first and sets ASSAY_REQUIRE_DEMO_MODEL, so in CI a missing
+# model is a failure, never a silent skip.
+REQUIRED = os.environ.get("ASSAY_REQUIRE_DEMO_MODEL") == "1"

@@ -239,8 +239,7 @@ def _name_list(manifest: dict, key: str, path: Path, allowed: Iterable[str]) -> 
         or len(set(value)) != len(value)
     ):
         raise ProbeSetError(
-            f"{path}: {key!r} must be a non-empty list of distinct names from "
-            f"{', '.join(allowed)}"
+            f"{path}: {key!r} must be a non-empty list of distinct names from {', '.join(allowed)}"
         )
     return tuple(value)
 
@@ -343,17 +342,14 @@ def _resolve_splits(
     for name in requested:
         if name not in known:
             raise ProbeSetError(
-                f"unknown split {name!r} for probe set {version}; known splits: "
-                f"{', '.join(known)}"
+                f"unknown split {name!r} for probe set {version}; known splits: {', '.join(known)}"
             )
     wanted = set(requested)
     chosen = tuple(s for s in known if s in wanted)
     return () if chosen == known else chosen
 
 
-def _parse_line(
-    path: Path, lineno: int, line: str, axis: str, manifest: _Manifest
-) -> Probe:
+def _parse_line(path: Path, lineno: int, line: str, axis: str, manifest: _Manifest) -> Probe:
     where = f"{path.name} line {lineno}"
     pairs: list[tuple[str, object]] = []
 
@@ -387,13 +383,11 @@ def _parse_line(
         raise ProbeSetError(f"{where}: id {obj['id']!r} must look like '{axis}-001'")
     if obj["style"] not in manifest.styles:
         raise ProbeSetError(
-            f"{where}: unknown style {obj['style']!r}; expected one of "
-            f"{', '.join(manifest.styles)}"
+            f"{where}: unknown style {obj['style']!r}; expected one of {', '.join(manifest.styles)}"
         )
     if manifest.splits and obj["split"] not in manifest.splits:
         raise ProbeSetError(
-            f"{where}: unknown split {obj['split']!r}; expected one of "
-            f"{', '.join(manifest.splits)}"
+            f"{where}: unknown split {obj['split']!r}; expected one of {', '.join(manifest.splits)}"
         )
     return Probe(
         id=obj["id"],

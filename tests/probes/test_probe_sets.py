@@ -72,7 +72,7 @@ def test_constants():
     assert STYLES[: len(V1_STYLES)] == V1_STYLES
     assert read_manifest(V1)["styles"] == list(V1_STYLES)
     assert NEUTRAL_AXIS == "neutral"
-    assert ALL_AXES == (*RISK_AXES, NEUTRAL_AXIS)
+    assert (*RISK_AXES, NEUTRAL_AXIS) == ALL_AXES
 
 
 def test_v1_is_available():
@@ -89,8 +89,10 @@ def test_counts(axis):
 def test_every_line_is_canonical(axis):
     raw = (V1 / f"{axis}.jsonl").read_bytes()
     text = raw.decode("utf-8")
-    assert text.endswith("\n") and not text.endswith("\n\n"), "no trailing blank lines"
-    assert "\r" not in text and not text.startswith("\ufeff")
+    assert text.endswith("\n"), "last line ends with a newline"
+    assert not text.endswith("\n\n"), "no trailing blank lines"
+    assert "\r" not in text
+    assert not text.startswith("\ufeff")
     keys = ["id", "axis", "prompt", "style"] + (["topic"] if axis == NEUTRAL_AXIS else [])
     for lineno, line in enumerate(text[:-1].split("\n"), start=1):
         obj = json.loads(line)
@@ -99,7 +101,8 @@ def test_every_line_is_canonical(axis):
         assert obj["axis"] == axis
         assert obj["id"] == f"{axis}-{lineno:03d}"
         assert obj["style"] in STYLES
-        assert obj["prompt"].strip() == obj["prompt"] and len(obj["prompt"]) >= 10
+        assert obj["prompt"].strip() == obj["prompt"]
+        assert len(obj["prompt"]) >= 10
 
 
 def test_ids_and_prompts_unique_across_all_files():
@@ -126,7 +129,8 @@ def test_neutral_controls_are_varied():
     assert len({p.topic for p in neutral}) >= 20
     assert set(Counter(p.style for p in neutral)) == set(V1_STYLES)
     lengths = sorted(len(p.prompt) for p in neutral)
-    assert lengths[0] < 40 and lengths[-1] > 120, "short and long prompts"
+    assert lengths[0] < 40, "short prompts"
+    assert lengths[-1] > 120, "long prompts"
     # Controls deliberately share vocabulary with the risk axes.
     text = " ".join(p.prompt.lower() for p in neutral)
     for word in (
@@ -289,7 +293,8 @@ def test_unknown_axis(axes):
 def test_unknown_axis_message_names_known_axes():
     with pytest.raises(ProbeSetError) as info:
         load_probe_set("v1", "bio")
-    assert "'bio'" in str(info.value) and "self_harm" in str(info.value)
+    assert "'bio'" in str(info.value)
+    assert "self_harm" in str(info.value)
 
 
 def test_changed_file_without_manifest_update_is_rejected(tmp_path):

@@ -17,9 +17,14 @@ from interp_jobs.checks.base import (
     LensRef,
 )
 from interp_jobs.engine.loading import cache
+from interp_jobs.engine.loading.fingerprint import Snapshot
+from interp_jobs.worker import binding
 from interp_jobs.worker.lens_jobs import model_ref
 
 BASELINE_PREFIX = "parent:"  # how a policy names the parent version's lenses
+# Kinds that compare every byte with the registered digests themselves, and must report a
+# mismatch as their (failing) evidence rather than be stopped by the binding check.
+SELF_VERIFYING_KINDS = frozenset({"weights_fingerprint"})
 
 ENGINE_VERSION = "1"
 PROVENANCE_PACKAGES = ("assay", "torch", "transformers", "sae-lens", "gguf", "safetensors")
@@ -110,12 +115,22 @@ def provenance(run: CheckRun, context: CheckContext, result: CheckResult) -> dic
     }
 
 
+def _bind(kind: str, context: CheckContext) -> Snapshot:
+    """Verify what the check will read against the registered digests (see binding)."""
+    if kind in SELF_VERIFYING_KINDS:
+        binding.refuse_escaping_links(context.model)
+        return {}
+    context.progress(0.0, "verifying the registered files")
+    return binding.verify_context(context)
+
+
 def execute(run: CheckRun, progress: Callable, log: Callable) -> Outcome:
     """Run the check of this run; raises engine errors for the task to classify."""
     run = CheckRun.objects.select_related("release__model_version", "required_check").get(pk=run.pk)
     cache.set_budget(settings.ASSAY_WORKER_CACHE_MB << 20)
     context = build_context(run, progress, log)
-    result = check_module(run.kind).run(context)
+    with binding.unchanged(_bind(run.kind, context)):
+        result = check_module(run.kind).run(context)
     return Outcome(
         verdict=result.verdict,
         metrics=result.metrics,

@@ -165,7 +165,11 @@ def compute_model_digests(model_version_id: str) -> None:
     if model_version is None or model_version.digest_status != ModelVersion.DigestStatus.PENDING:
         return
     try:
-        fingerprint = fingerprint_model(Path(model_version.source_path), model_version.format)
+        fingerprint = fingerprint_model(
+            Path(model_version.source_path),
+            model_version.format,
+            roots=settings.ASSAY_MODEL_ROOTS,  # a link out of the store is refused
+        )
     except (PermanentEngineError, OSError) as exc:
         actions.record_model_digest_failure(model_version_id=model_version_id, reason=str(exc))
         return
@@ -188,7 +192,9 @@ def validate_lens(lens_id: str) -> None:
         return
     try:
         facts = lens_jobs.inspect_lens(lens)
-    except (PermanentEngineError, OSError) as exc:
+    except (EngineError, OSError) as exc:
+        # This job is not retried, so even a transient error (files that moved while they
+        # were checked) is recorded rather than left as a lens pending for ever.
         actions.record_lens_failed(lens_id=lens_id, reason=str(exc))
         return
     actions.record_lens_validated(lens_id=lens_id, facts=facts)
@@ -223,7 +229,7 @@ def train_lens(lens_id: str) -> None:
     try:
         training = lens_jobs.train(lens)
         facts = lens_jobs.inspect_lens(lens)
-    except (PermanentEngineError, OSError, SoftTimeLimitExceeded) as exc:
+    except (EngineError, OSError, SoftTimeLimitExceeded) as exc:
         actions.record_lens_failed(lens_id=lens_id, reason=f"training failed: {exc}")
         return
     actions.record_lens_validated(lens_id=lens_id, facts=facts, training=training)

@@ -7,6 +7,12 @@ loaded always stays, so one model larger than the budget still works).
 
 Pure Python around the loaders: the worker sets the budget, checks and benchmarks load through
 it, and nothing here knows about check runs.
+
+An entry is keyed by its path and, when the caller has one, by the registered digest of the
+files: files swapped at the same path then need a new entry and are never served from one
+loaded before the swap. The caller must have verified the files against that digest before
+loading (the worker does, in interp_jobs.worker.binding); the path stays in the key so that
+two references that merely claim the same digest never share an entry.
 """
 
 from collections import OrderedDict
@@ -68,18 +74,19 @@ def clear_cache() -> None:
     _cache.clear()
 
 
-def model(path: str, fmt: str, *, device: str, dtype: str):
+def model(path: str, fmt: str, *, device: str, dtype: str, digest: str = ""):
     from interp_jobs.engine.loading.models import load_model
 
     return cached(
-        ("model", path, fmt, device, dtype),
+        ("model", path, digest, fmt, device, dtype),
         lambda: load_model(path, fmt, device=device, dtype=dtype),
     )
 
 
-def lens(path: str, *, device: str, dtype: str):
+def lens(path: str, *, device: str, dtype: str, digest: str = ""):
     from interp_jobs.engine.loading.lenses import load_lens
 
     return cached(
-        ("lens", path, device, dtype), lambda: load_lens(path, device=device, dtype=dtype)
+        ("lens", path, digest, device, dtype),
+        lambda: load_lens(path, device=device, dtype=dtype),
     )

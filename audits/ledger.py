@@ -9,6 +9,7 @@ checkpoints of the tree (size, root, time) with its own Ed25519 key.
 
 import hashlib
 import json
+import os
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -20,7 +21,7 @@ from django.utils import timezone
 
 from audits import merkle, signing
 from audits.canonical import canonical_json
-from audits.models import AuditEvent, LedgerCheckpoint, LedgerHead
+from audits.models import AuditEvent, LedgerCheckpoint, LedgerHead, MerkleNode
 
 GENESIS = "0" * 64
 
@@ -38,6 +39,7 @@ class Verb(StrEnum):
     RELEASE_OPENED = "release.opened"
     RELEASE_WITHDRAWN = "release.withdrawn"
     RELEASE_STATE_CHANGED = "release.state_changed"
+    RELEASE_TRUST_WARNINGS = "release.trust_warnings"
     CHECK_RUN_QUEUED = "check_run.queued"
     CHECK_RUN_STARTED = "check_run.started"
     CHECK_RUN_SUCCEEDED = "check_run.succeeded"
@@ -55,6 +57,26 @@ class Verb(StrEnum):
     CATALOG_FEATURE_REVIEWED = "catalog_feature.reviewed"
     CATALOG_FEATURE_PROPOSED = "catalog_feature.proposed"
     CATALOG_CARRIED = "catalog.carried"
+    POLICY_ASSIGNED = "policy.assigned"
+    USER_CREATED = "user.created"
+    USER_ROLE_GRANTED = "user.role_granted"
+    USER_ROLE_REMOVED = "user.role_removed"
+    USER_FLAG_CHANGED = "user.flag_changed"
+    USER_PASSWORD_CHANGED = "user.password_changed"  # noqa: S105 - an event name
+    USER_TOKEN_CREATED = "user.token_created"  # noqa: S105 - an event name
+
+
+# Changes to a person's account that bear on whether their signature can be trusted.
+ACCOUNT_VERBS = (
+    Verb.USER_CREATED,
+    Verb.USER_ROLE_GRANTED,
+    Verb.USER_ROLE_REMOVED,
+    Verb.USER_FLAG_CHANGED,
+    Verb.USER_PASSWORD_CHANGED,
+    Verb.USER_TOKEN_CREATED,
+    Verb.REVIEWER_KEY_REGISTERED,
+    Verb.REVIEWER_KEY_REVOKED,
+)
 
 
 def actor_label(actor) -> str:
@@ -125,7 +147,8 @@ def record(
         "data": data,
         "prev_hash": head.head_hash,
     }
-    entry_hash = hashlib.sha256(entry_bytes(**fields)).hexdigest()
+    body = entry_bytes(**fields)
+    entry_hash = hashlib.sha256(body).hexdigest()
     event = AuditEvent.objects.create(
         seq=fields["seq"],
         at=fields["at"],
@@ -137,19 +160,44 @@ def record(
         data=data,
         prev_hash=head.head_hash,
         entry_hash=entry_hash,
+        body=body.decode("utf-8"),
     )
-    LedgerHead.objects.filter(pk=1).update(seq=event.seq, head_hash=entry_hash)
+    frontier = _append_leaf(event.seq - 1, merkle.leaf_hash(body), list(head.frontier))
+    LedgerHead.objects.filter(pk=1).update(seq=event.seq, head_hash=entry_hash, frontier=frontier)
     return event
 
 
 # --- the Merkle tree and proofs -------------------------------------------------------------
 
 
+def _append_leaf(index: int, leaf: bytes, frontier: list) -> list:
+    """Store leaf `index` and every perfect subtree it completes; return the new frontier.
+
+    The frontier works like a binary counter: frontier[level] is the root of the complete
+    subtree of 2**level leaves on the tree's right edge, or None. Adding a leaf carries through
+    the occupied levels, each carry completing (and storing) one node a level up."""
+    nodes = [MerkleNode(level=0, index=index, hash=leaf.hex())]
+    carry, level = leaf, 0
+    while level < len(frontier) and frontier[level] is not None:
+        carry = merkle.node_hash(bytes.fromhex(frontier[level]), carry)
+        frontier[level] = None
+        level += 1
+        nodes.append(MerkleNode(level=level, index=index >> level, hash=carry.hex()))
+    if level == len(frontier):
+        frontier.append(carry.hex())
+    else:
+        frontier[level] = carry.hex()
+    MerkleNode.objects.bulk_create(nodes)
+    return frontier
+
+
 def leaf_hashes(tree_size: int | None = None) -> list[bytes]:
+    """Every leaf hash, recomputed from the events' stored bytes (for verification)."""
     events = AuditEvent.objects.order_by("seq")
     if tree_size is not None:
         events = events.filter(seq__lte=tree_size)
-    return [merkle.leaf_hash(event_bytes(event)) for event in events.iterator()]
+    bodies = events.values_list("body", flat=True).iterator(chunk_size=5000)
+    return [merkle.leaf_hash(body.encode("utf-8")) for body in bodies]
 
 
 def tree_size() -> int:
@@ -157,30 +205,82 @@ def tree_size() -> int:
     return head.seq if head else 0
 
 
+class StoredTree:
+    """Subtree hashes of the stored tree: each computation first collects the perfect nodes
+    it needs, fetches them in one query, then hashes. O(log n) nodes for a root, O(log^2 n)
+    at most for a proof, whatever the ledger's size."""
+
+    def __init__(self) -> None:
+        self._nodes: dict[tuple[int, int], bytes] = {}
+
+    def compute(self, fn):
+        wanted: set[tuple[int, int]] = set()
+
+        def planning(level: int, index: int) -> bytes:
+            wanted.add((level, index))
+            return b""
+
+        fn(merkle.composed(planning))
+        self._fetch(wanted - self._nodes.keys())
+        return fn(merkle.composed(self._node))
+
+    def _node(self, level: int, index: int) -> bytes:
+        try:
+            return self._nodes[(level, index)]
+        except KeyError:
+            raise ValueError(f"the ledger has no Merkle node {level}/{index}") from None
+
+    def _fetch(self, keys: set[tuple[int, int]]) -> None:
+        by_level: dict[int, list[int]] = {}
+        for level, index in keys:
+            by_level.setdefault(level, []).append(index)
+        query = models.Q(pk__in=[])
+        for level, indices in by_level.items():
+            query |= models.Q(level=level, index__in=indices)
+        for level, index, value in MerkleNode.objects.filter(query).values_list(
+            "level", "index", "hash"
+        ):
+            self._nodes[(level, index)] = bytes.fromhex(value)
+
+
+def root_hash(size: int) -> bytes:
+    return StoredTree().compute(lambda subtree: merkle.tree_root(size, subtree))
+
+
+def _bounded(size: int) -> None:
+    current = tree_size()
+    if not 1 <= size <= current:
+        raise ValueError(f"tree_size must be between 1 and {current} (the ledger's size)")
+
+
 def inclusion(seq: int, size: int) -> dict:
-    leaves = leaf_hashes(size)
-    if not 1 <= seq <= size <= len(leaves):
-        raise ValueError(f"need 1 <= seq <= tree_size <= {len(leaves)}")
+    _bounded(size)
+    if not 1 <= seq <= size:
+        raise ValueError(f"seq must be between 1 and tree_size ({size})")
+    tree = StoredTree()
+    path = tree.compute(lambda subtree: merkle.inclusion_path(seq - 1, size, subtree))
     return {
         "seq": seq,
         "leaf_index": seq - 1,
         "tree_size": size,
-        "leaf_hash": leaves[seq - 1].hex(),
-        "root_hash": merkle.root(leaves).hex(),
-        "audit_path": [node.hex() for node in merkle.inclusion_proof(seq - 1, leaves)],
+        "leaf_hash": tree.compute(lambda subtree: subtree(seq - 1, 1)).hex(),
+        "root_hash": tree.compute(lambda subtree: merkle.tree_root(size, subtree)).hex(),
+        "audit_path": [node.hex() for node in path],
     }
 
 
 def consistency(first: int, second: int) -> dict:
-    leaves = leaf_hashes(second)
-    if not 1 <= first <= second <= len(leaves):
-        raise ValueError(f"need 1 <= first <= second <= {len(leaves)}")
+    _bounded(second)
+    if not 1 <= first <= second:
+        raise ValueError(f"first must be between 1 and second ({second})")
+    tree = StoredTree()
+    proof = tree.compute(lambda subtree: merkle.consistency_path(first, second, subtree))
     return {
         "first": first,
         "second": second,
-        "first_root": merkle.root(leaves[:first]).hex(),
-        "second_root": merkle.root(leaves).hex(),
-        "proof": [node.hex() for node in merkle.consistency_proof(first, leaves)],
+        "first_root": tree.compute(lambda subtree: merkle.tree_root(first, subtree)).hex(),
+        "second_root": tree.compute(lambda subtree: merkle.tree_root(second, subtree)).hex(),
+        "proof": [node.hex() for node in proof],
     }
 
 
@@ -214,12 +314,12 @@ def checkpoint() -> LedgerCheckpoint:
         {
             "origin": settings.ASSAY_LEDGER_ORIGIN,
             "tree_size": size,
-            "root_hash": merkle.root(leaf_hashes(size)).hex(),
+            "root_hash": root_hash(size).hex(),
             "timestamp": timestamp(timezone.now()),
         }
     )
     fields = json.loads(body)
-    return LedgerCheckpoint.objects.create(
+    point = LedgerCheckpoint.objects.create(
         tree_size=size,
         root_hash=fields["root_hash"],
         timestamp=datetime.fromisoformat(fields["timestamp"]),
@@ -227,3 +327,32 @@ def checkpoint() -> LedgerCheckpoint:
         body=body.decode(),
         signature=signing.b64(key.sign(body)),
     )
+    transaction.on_commit(lambda: append_external(point))
+    return point
+
+
+def signed_checkpoint(point: LedgerCheckpoint) -> dict:
+    """A checkpoint as it travels: the signed body, its signature and the signer's key id."""
+    return {"body": point.body, "signature": point.signature, "key_id": point.key_id}
+
+
+def append_external(point: LedgerCheckpoint) -> None:
+    """Append the checkpoint to the deployment's checkpoint log (ASSAY_CHECKPOINT_LOG), a
+    file outside the database: whoever deletes the ledger's tail and its checkpoint rows
+    still meets the checkpoints written here (and any copies others keep)."""
+    path = Path(settings.ASSAY_CHECKPOINT_LOG)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps(signed_checkpoint(point), sort_keys=True) + "\n"
+    with path.open("a", encoding="utf-8") as log:
+        log.write(line)
+        log.flush()
+        os.fsync(log.fileno())
+
+
+def read_checkpoints(path: Path) -> list[dict]:
+    """Signed checkpoints from a file: JSON lines as append_external writes them, or one
+    JSON object (a checkpoint saved from the API)."""
+    text = Path(path).read_text(encoding="utf-8").strip()
+    if text.startswith("{") and "\n" not in text:
+        return [json.loads(text)]
+    return [json.loads(line) for line in text.splitlines() if line.strip()]

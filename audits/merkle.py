@@ -5,6 +5,10 @@ Leaf hash: sha256(0x00 || entry bytes); node hash: sha256(0x01 || left || right)
 """
 
 import hashlib
+from collections.abc import Callable
+
+# MTH(D[start:start + n]): the Merkle tree hash of n consecutive leaves.
+Subtree = Callable[[int, int], bytes]
 
 
 def leaf_hash(entry: bytes) -> bytes:
@@ -25,39 +29,75 @@ def _split(n: int) -> int:
 
 def root(leaves: list[bytes]) -> bytes:
     """MTH(D[n]) over leaf hashes."""
-    if not leaves:
-        return hashlib.sha256(b"").digest()
-    if len(leaves) == 1:
-        return leaves[0]
-    k = _split(len(leaves))
-    return node_hash(root(leaves[:k]), root(leaves[k:]))
+    return tree_root(len(leaves), of_leaves(leaves))
 
 
 def inclusion_proof(index: int, leaves: list[bytes]) -> list[bytes]:
     """PATH(m, D[n]) of RFC 6962 section 2.1.1."""
-    if len(leaves) <= 1:
-        return []
-    k = _split(len(leaves))
-    if index < k:
-        return [*inclusion_proof(index, leaves[:k]), root(leaves[k:])]
-    return [*inclusion_proof(index - k, leaves[k:]), root(leaves[:k])]
+    return inclusion_path(index, len(leaves), of_leaves(leaves))
 
 
 def consistency_proof(first: int, leaves: list[bytes]) -> list[bytes]:
     """PROOF(m, D[n]) of RFC 6962 section 2.1.2."""
-    if not 0 < first <= len(leaves):
-        raise ValueError(f"first tree size {first} must be between 1 and {len(leaves)}")
-    return _subproof(first, leaves, True)
+    return consistency_path(first, len(leaves), of_leaves(leaves))
 
 
-def _subproof(m: int, leaves: list[bytes], complete: bool) -> list[bytes]:
-    n = len(leaves)
+# The same algorithms over any source of subtree hashes: a list of leaves (above), or stored
+# perfect-subtree roots (composed below), which makes roots and proofs O(log n) lookups.
+
+
+def of_leaves(leaves: list[bytes]) -> Subtree:
+    def subtree(start: int, n: int) -> bytes:
+        if n == 1:
+            return leaves[start]
+        k = _split(n)
+        return node_hash(subtree(start, k), subtree(start + k, n - k))
+
+    return subtree
+
+
+def composed(perfect: Callable[[int, int], bytes]) -> Subtree:
+    """MTH of any range from perfect(level, index), the root of the aligned perfect subtree
+    of 2**level leaves starting at index * 2**level. RFC 6962 splits every range at the
+    largest power of two below its size, so its left part is always such a subtree."""
+
+    def subtree(start: int, n: int) -> bytes:
+        if n & (n - 1) == 0 and start % n == 0:
+            return perfect(n.bit_length() - 1, start // n)
+        k = _split(n)
+        return node_hash(subtree(start, k), subtree(start + k, n - k))
+
+    return subtree
+
+
+def tree_root(size: int, subtree: Subtree) -> bytes:
+    return subtree(0, size) if size else hashlib.sha256(b"").digest()
+
+
+def inclusion_path(index: int, size: int, subtree: Subtree, start: int = 0) -> list[bytes]:
+    if not 0 <= index < size:
+        raise ValueError(f"leaf index {index} is outside a tree of {size} leaves")
+    if size == 1:
+        return []
+    k = _split(size)
+    if index < k:
+        return [*inclusion_path(index, k, subtree, start), subtree(start + k, size - k)]
+    return [*inclusion_path(index - k, size - k, subtree, start + k), subtree(start, k)]
+
+
+def consistency_path(first: int, size: int, subtree: Subtree) -> list[bytes]:
+    if not 0 < first <= size:
+        raise ValueError(f"first tree size {first} must be between 1 and {size}")
+    return _subproof(first, 0, size, True, subtree)
+
+
+def _subproof(m: int, start: int, n: int, complete: bool, subtree: Subtree) -> list[bytes]:
     if m == n:
-        return [] if complete else [root(leaves)]
+        return [] if complete else [subtree(start, n)]
     k = _split(n)
     if m <= k:
-        return [*_subproof(m, leaves[:k], complete), root(leaves[k:])]
-    return [*_subproof(m - k, leaves[k:], False), root(leaves[:k])]
+        return [*_subproof(m, start, k, complete, subtree), subtree(start + k, n - k)]
+    return [*_subproof(m - k, start + k, n - k, False, subtree), subtree(start, k)]
 
 
 def verify_inclusion(index: int, size: int, leaf: bytes, proof: list[bytes], root_: bytes) -> bool:

@@ -9,6 +9,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 
 from audits.canonical import json_digest
+from audits.roles import Role, has_role
 
 
 class ImmutableFieldError(ValidationError):
@@ -137,6 +138,10 @@ class ModelVersion(ProtectedFieldsModel):
     def digests_ready(self) -> bool:
         return self.digest_status == self.DigestStatus.COMPUTED
 
+    def may_be_described_by(self, user) -> bool:
+        """Only the person who registered a version, or an admin, may change its description."""
+        return user.pk == self.registered_by_id or has_role(user, Role.ADMIN)
+
 
 class CheckPolicy(ProtectedFieldsModel):
     class Status(models.TextChoices):
@@ -208,6 +213,27 @@ class CheckPolicy(ProtectedFieldsModel):
         return json_digest(self.content())
 
 
+class PolicyAssignment(models.Model):
+    """Which policy the releases of a model family must satisfy, assigned by an admin. The row
+    with family "" is the default for families without their own. The newest published
+    version of the named policy applies to new releases; each assignment is a ledger event."""
+
+    DEFAULT_FAMILY = ""
+
+    family = models.CharField(max_length=100, unique=True, blank=True)
+    policy_name = models.SlugField(max_length=100)
+    assigned_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    assigned_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["family"]
+
+    def __str__(self) -> str:
+        return f"{self.family or '(default)'} -> {self.policy_name}"
+
+
 class RequiredCheck(models.Model):
     policy = models.ForeignKey(
         CheckPolicy, on_delete=models.CASCADE, related_name="required_checks"
@@ -258,11 +284,16 @@ class Release(ProtectedFieldsModel):
         REJECTED = "rejected"
         WITHDRAWN = "withdrawn"
 
+    class Purpose(models.TextChoices):
+        RELEASE = "release", "release (may ship once approved)"
+        EVALUATION = "evaluation", "evaluation (never ships; any published policy)"
+
     IMMUTABLE_FIELDS = (
         "id",
         "model_version",
         "policy",
         "policy_digest",
+        "purpose",
         "submitter",
         "opened_at",
         "idempotency_key",
@@ -273,10 +304,12 @@ class Release(ProtectedFieldsModel):
     model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
     policy = models.ForeignKey(CheckPolicy, on_delete=models.PROTECT, related_name="releases")
     policy_digest = models.CharField(max_length=64)
+    purpose = models.CharField(max_length=12, choices=Purpose.choices, default=Purpose.RELEASE)
     title = models.CharField(max_length=200, blank=True)
     # A cache of gate.evaluate(); only actions.refresh_release_state writes it.
     state = models.CharField(max_length=12, choices=State.choices, default=State.DRAFT)
     state_reasons = models.JSONField(default=list, blank=True)
+    trust_warnings = models.JSONField(default=list, blank=True)
     submitter = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
     opened_at = models.DateTimeField(auto_now_add=True)
     withdrawn_at = models.DateTimeField(null=True, blank=True)
@@ -294,6 +327,11 @@ class Release(ProtectedFieldsModel):
 
     def __str__(self) -> str:
         return f"release {self.id} of {self.model_version_id}"
+
+    def may_be_managed_by(self, user) -> bool:
+        """Withdrawing a release, re-running or cancelling its checks: its submitter or an
+        admin, never another submitter."""
+        return user.pk == self.submitter_id or has_role(user, Role.ADMIN)
 
 
 class CheckRun(models.Model):
@@ -438,24 +476,54 @@ class AuditEvent(AppendOnlyModel):
     data = models.JSONField(default=dict, blank=True)
     prev_hash = models.CharField(max_length=64)
     entry_hash = models.CharField(max_length=64)
+    # The exact canonical JSON that entry_hash is the sha256 of. The columns above index it;
+    # verify_ledger checks that they say the same as these bytes.
+    body = models.TextField()
 
     class Meta:
         ordering = ["seq"]
-        indexes = [models.Index(fields=["target_type", "target_id"])]
+        indexes = [
+            models.Index(fields=["target_type", "target_id"]),
+            models.Index(fields=["verb"]),
+        ]
 
     def __str__(self) -> str:
         return f"#{self.seq} {self.verb} {self.target_type}:{self.target_id}"
 
 
 class LedgerHead(models.Model):
-    """One row: the last event's number and hash. Locking it serialises ledger writes."""
+    """One row: the last event's number and hash. Locking it serialises ledger writes.
+
+    frontier holds the roots of the perfect subtrees along the tree's right edge (one per set
+    bit of seq, lowest level first, null where the bit is clear), so appending a leaf stores
+    its new Merkle nodes without reading any."""
 
     id = models.PositiveSmallIntegerField(primary_key=True, default=1)
     seq = models.BigIntegerField(default=0)
     head_hash = models.CharField(max_length=64, default="0" * 64)
+    frontier = models.JSONField(default=list, blank=True)
 
     def __str__(self) -> str:
         return f"ledger head #{self.seq}"
+
+
+class MerkleNode(AppendOnlyModel):
+    """The root of one perfect subtree of the ledger's Merkle tree: 2**level leaves starting at
+    leaf index * 2**level (level 0: the leaf hashes). Stored once, when the subtree completes,
+    so roots and proofs for any tree size cost O(log n) lookups (RFC 6962's split makes every
+    left subtree perfect and aligned)."""
+
+    level = models.PositiveSmallIntegerField()
+    index = models.BigIntegerField()
+    hash = models.CharField(max_length=64)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["level", "index"], name="unique_merkle_node")
+        ]
+
+    def __str__(self) -> str:
+        return f"merkle node {self.level}/{self.index}"
 
 
 class LedgerCheckpoint(AppendOnlyModel):

@@ -18,7 +18,9 @@ def ensure_role_groups() -> None:
 
 
 def roles_of(user) -> set[str]:
-    if not user or not user.is_authenticated:
+    """The person's Assay roles; none while the account is deactivated (their approvals then
+    stop counting: eligibility is judged when the gate is asked, not when they signed)."""
+    if not user or not user.is_authenticated or not user.is_active:
         return set()
     names = {group.name for group in user.groups.all()}
     if user.is_superuser:

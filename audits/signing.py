@@ -12,7 +12,6 @@ bytes the reviewer's tool showed, and any change to the statement breaks it.
 import base64
 import binascii
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 __all__ = ["Ed25519PublicKey", "InvalidSignature"]  # re-exported for verifiers
 
+from audits import safe_json
 from audits.canonical import CanonicalJSONError, canonical_json
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
+KEY_PROOF_CONTEXT = "assay reviewer key registration v1"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://assay.example/release-decision/v1"
 
@@ -37,6 +38,9 @@ class SignatureError(ValueError):
 def pae(payload_type: str, payload: bytes) -> bytes:
     kind = payload_type.encode("utf-8")
     return b"DSSEv1 %d %b %d %b" % (len(kind), kind, len(payload), payload)
+
+
+_pae = pae  # verify_signature's keyword argument shadows the name
 
 
 def b64decode(value: Any, what: str) -> bytes:
@@ -83,6 +87,12 @@ def parse_public_key(text: str) -> bytes:
     except ValueError:
         raise SignatureError("these 32 bytes are not an Ed25519 public key") from None
     return raw
+
+
+def key_proof_message(*, username: str, key_id: str, challenge: str) -> bytes:
+    """What a new key signs to prove its holder registers it (proof of possession): the
+    context line, the registering person, the key id and the server's challenge."""
+    return "\n".join((KEY_PROOF_CONTEXT, username, key_id, challenge)).encode("utf-8")
 
 
 def generate_private_key() -> Ed25519PrivateKey:
@@ -153,9 +163,11 @@ def open_envelope(envelope: Any) -> OpenedEnvelope:
 
 def _statement(payload: bytes) -> dict:
     try:
-        statement = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        statement = safe_json.loads(payload.decode("utf-8"), what="the signed payload")
+    except UnicodeDecodeError:
         raise SignatureError("the payload is not UTF-8 JSON") from None
+    except safe_json.UnsafeJSONError as exc:
+        raise SignatureError(str(exc)) from None
     try:
         canonical = canonical_json(statement)
     except CanonicalJSONError as exc:
@@ -172,9 +184,14 @@ def _statement(payload: bytes) -> dict:
     return statement
 
 
-def verify_signature(raw_public: bytes, payload: bytes, signature: bytes) -> None:
+def verify_signature(
+    raw_public: bytes, payload: bytes, signature: bytes, *, pae: bool = True
+) -> None:
+    """Raise SignatureError unless signature is the key's over payload (over its DSSE PAE for
+    envelopes; over the bytes themselves for a proof of possession, pae=False)."""
+    signed = _pae(PAYLOAD_TYPE, payload) if pae else payload
     try:
-        Ed25519PublicKey.from_public_bytes(raw_public).verify(signature, pae(PAYLOAD_TYPE, payload))
+        Ed25519PublicKey.from_public_bytes(raw_public).verify(signature, signed)
     except (InvalidSignature, ValueError):
         raise SignatureError(
             "the signature does not verify with the registered key: the "

@@ -55,10 +55,28 @@ def ensure_key_registered(server: Server, key, label: str) -> str:
     try:
         server.request("GET", f"/api/v1/reviewer-keys/{key_id}/")
     except ClientError:
-        server.request(
-            "POST", "/api/v1/reviewer-keys/", {"public_key": signing.b64(raw), "label": label}
-        )
+        register_key(server, key, label)
     return key_id
+
+
+def register_key(server: Server, key, label: str) -> dict:
+    """Register with proof of possession: the key signs the server's challenge."""
+    raw = signing.raw_public_key(key.public_key())
+    issued = server.request("GET", "/api/v1/reviewer-keys/challenge/")
+    me = server.request("GET", "/api/v1/me/")
+    message = signing.key_proof_message(
+        username=me["username"], key_id=signing.key_id(raw), challenge=issued["challenge"]
+    )
+    return server.request(
+        "POST",
+        "/api/v1/reviewer-keys/",
+        {
+            "public_key": signing.b64(raw),
+            "label": label,
+            "challenge": issued["challenge"],
+            "proof": signing.b64(key.sign(message)),
+        },
+    )
 
 
 def fetch_statement(server: Server, release: str, decision: str, check: str | None) -> dict:

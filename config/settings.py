@@ -1,5 +1,6 @@
 """Assay settings. Every value comes from the environment (see README, Configuration)."""
 
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -31,7 +32,9 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",
+    "axes",
+    "csp",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "audits",
@@ -41,14 +44,34 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "audits.middleware.RequestBodyLimitMiddleware",
+    "audits.middleware.MalformedRequestMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "audits.middleware.ActorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it answers a locked-out login before any view runs.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# django-axes first: it refuses a locked-out username/address before a password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Lock a username (from any address), and an address (for any username), after this many
+# failed logins in a row, for an hour; an admin clears a username with
+# `manage.py axes_reset_username USER`.
+AXES_FAILURE_LIMIT = env_int("ASSAY_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = env_int("ASSAY_LOGIN_LOCKOUT_HOURS", 1, minimum=1)
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False
+AXES_LOCKOUT_CALLABLE = "audits.api.auth.locked_out"
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
@@ -80,8 +103,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": 12},
+    },
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
 LANGUAGE_CODE = "en"
@@ -111,18 +139,33 @@ ASSAY_LEDGER_KEY_FILE = Path(
     env_str("ASSAY_LEDGER_KEY_FILE", str(VAR_DIR / "keys" / "ledger-ed25519.pem"))
 ).resolve()
 ASSAY_LEDGER_ORIGIN = env_str("ASSAY_LEDGER_ORIGIN", "assay")
+# Every signed checkpoint is also appended here, outside the database (JSON lines).
+ASSAY_CHECKPOINT_LOG = Path(
+    env_str("ASSAY_CHECKPOINT_LOG", str(VAR_DIR / "checkpoints" / "checkpoints.jsonl"))
+).resolve()
 ASSAY_DEVICE = env_choice("ASSAY_DEVICE", "cpu", ("cpu", "cuda"))
 ASSAY_DTYPE = env_choice("ASSAY_DTYPE", "float32", ("float32", "bfloat16", "float16"))
 
+# API tokens (django-rest-knox): only a digest is stored, each token expires, and the token
+# itself is shown once, when it is created.
+ASSAY_TOKEN_TTL_HOURS = env_int("ASSAY_TOKEN_TTL_HOURS", 720, minimum=1)
+REST_KNOX = {
+    "TOKEN_TTL": timedelta(hours=ASSAY_TOKEN_TTL_HOURS),
+    "AUTH_HEADER_PREFIX": "Token",
+    "AUTO_REFRESH": False,
+}
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "knox.auth.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
+    "DEFAULT_PARSER_CLASSES": ["audits.api.parsers.StrictJSONParser"],
+    "DEFAULT_THROTTLE_RATES": {"login": env_str("ASSAY_LOGIN_RATE", "10/min")},
     "DEFAULT_PERMISSION_CLASSES": ["audits.api.permissions.HasAnyRole"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
+    "DEFAULT_PAGINATION_CLASS": "audits.api.pagination.BoundedPagination",
     "EXCEPTION_HANDLER": "audits.api.errors.exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
@@ -131,7 +174,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Interpretability evidence and signed release sign-off.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
-    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    # The schema and the docs page are for signed-in people only.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     # Swagger UI's assets ship with the package: the docs page works with no network.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
@@ -182,6 +226,39 @@ if ASSAY_CHECK_HARD_TIME_LIMIT <= ASSAY_CHECK_SOFT_TIME_LIMIT:
     raise ImproperlyConfigured(
         "ASSAY_CHECK_HARD_TIME_LIMIT must be greater than ASSAY_CHECK_SOFT_TIME_LIMIT"
     )
+
+# Behind HTTPS (any deployment but a laptop): HSTS, secure cookies, redirect to https. The demo
+# and local runs serve plain http on 127.0.0.1 and set ASSAY_HTTPS=false.
+ASSAY_HTTPS = env_bool("ASSAY_HTTPS", not DEBUG)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = ASSAY_HTTPS
+SECURE_SSL_REDIRECT = ASSAY_HTTPS and env_bool("ASSAY_SSL_REDIRECT", True)
+SECURE_HSTS_SECONDS = env_int("ASSAY_HSTS_SECONDS", 31_536_000, minimum=0) if ASSAY_HTTPS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = ASSAY_HTTPS
+SECURE_HSTS_PRELOAD = ASSAY_HTTPS
+if env_bool("ASSAY_BEHIND_PROXY", False):
+    # The proxy terminates TLS and says so in this header (it must strip it from clients).
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Content security policy (django-csp): same-origin scripts, styles and images only, no inline
+# script, nothing framed.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        # Swagger UI and the admin set inline styles; style injection cannot run script.
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "font-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
 
 LOG_LEVEL = env_choice("ASSAY_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))
 LOGGING = {

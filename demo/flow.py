@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +22,6 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils.text import slugify
-from rest_framework.authtoken.models import Token
 
 from audits import actions, gate, queries
 from audits.models import CatalogFeature, CheckPolicy, Decision, Lens, ModelVersion, Release
@@ -185,11 +185,22 @@ def wait_for(
         time.sleep(1)
 
 
-def open_demo_release(model_version: ModelVersion, policy: CheckPolicy, submitter: User):
+def assign_to_family(admin: User, family: str, policy: CheckPolicy) -> None:
+    """The admin makes policy the one every release of the family must satisfy."""
+    assignment, _ = queries.assigned_policy(family)
+    if assignment is None or assignment.family != family or assignment.policy_name != policy.name:
+        actions.assign_policy(actor=admin, family=family, policy_name=policy.name)
+
+
+def open_demo_release(
+    model_version: ModelVersion, policy: CheckPolicy, submitter: User, purpose: str
+):
+    """A release under the family's assigned policy, or an evaluation under any policy."""
     release, created = actions.open_release(
         actor=submitter,
         model_version=model_version,
         policy=policy,
+        purpose=purpose,
         title=f"{model_version} under {policy}",
         idempotency_key=f"demo-{model_version.pk}-{policy.pk}",
         request_digest=f"demo-{model_version.pk}-{policy.pk}",
@@ -248,11 +259,21 @@ def free_port() -> int:
 
 
 def server_answers(port: int) -> bool:
+    """Whether the demo's web server answers at all (the API asks who you are: 401 is an
+    answer)."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/schema/", timeout=5):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/me/", timeout=5):
             return True
+    except urllib.error.HTTPError:
+        return True
     except OSError:
         return False
+
+
+def local_env() -> dict:
+    """The environment of the demo's own processes: plain http on 127.0.0.1, so the
+    https-only settings are off whatever the caller's environment says."""
+    return {**os.environ, "ASSAY_HTTPS": "false"}
 
 
 def has_current_approval(release: Release, username: str) -> bool:
@@ -272,15 +293,29 @@ def reviewer_key(username: str) -> Path:
         subprocess.run(
             [sys.executable, "manage.py", "keygen", str(path)],
             cwd=settings.BASE_DIR,
-            env=os.environ.copy(),
+            env=local_env(),
             check=True,
             capture_output=True,
         )
     return path
 
 
+def api_token(server_url: str, username: str) -> str:
+    """Sign in as the demo person, as they would (their own password, their own token): a
+    token made for them by anyone else would show in the gate's trust warnings."""
+    password = json.loads((demo_dir() / "credentials.json").read_text())[username]
+    request = urllib.request.Request(  # noqa: S310 - the demo's own http server
+        f"{server_url}/api/v1/auth/token/",
+        data=json.dumps({"username": username, "password": password}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 - local http
+        return json.loads(response.read())["token"]
+
+
 def sign_with_cli(release: Release, username: str, server_url: str):
-    token = Token.objects.get_or_create(user=User.objects.get(username=username))[0].key
+    token = api_token(server_url, username)
     command = [
         sys.executable,
         "manage.py",
@@ -306,7 +341,7 @@ def sign_with_cli(release: Release, username: str, server_url: str):
     return subprocess.run(
         command,
         cwd=settings.BASE_DIR,
-        env=os.environ.copy(),
+        env=local_env(),
         capture_output=True,
         text=True,
         timeout=300,

@@ -14,6 +14,7 @@ from audits.roles import Role, ensure_role_groups, grant
 @dataclass
 class Personas:
     submitter: User
+    submitter2: User  # another submitter: may open releases, never manage someone else's
     reviewer: User
     reviewer2: User
     admin: User
@@ -29,6 +30,7 @@ class Personas:
 
 PERSONA_ROLES = {
     "submitter": Role.SUBMITTER,
+    "submitter2": Role.SUBMITTER,
     "reviewer": Role.REVIEWER,
     "reviewer2": Role.REVIEWER,
     "admin": Role.ADMIN,
@@ -91,7 +93,18 @@ def policy(personas):
         approvals_required=2,
         checks=[{"key": "fingerprint", "kind": "weights_fingerprint"}],
     )
-    return actions.publish_policy(actor=personas.admin, policy=draft)
+    published = actions.publish_policy(actor=personas.admin, policy=draft)
+    # The default for every family: releases are opened under it without naming it.
+    actions.assign_policy(actor=personas.admin, family="", policy_name="integrity")
+    return published
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Throttle counters live in the cache: each test starts with none."""
+    from django.core.cache import cache
+
+    cache.clear()
 
 
 @pytest.fixture(autouse=True)

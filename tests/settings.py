@@ -4,6 +4,8 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("ASSAY_SECRET_KEY", "test-only-secret-key-not-for-production-use-0123456789")
+# The test client speaks plain http (a test of the production settings sets it back).
+os.environ.setdefault("ASSAY_HTTPS", "false")
 os.environ.setdefault("ASSAY_VAR_DIR", str(Path(__file__).resolve().parent.parent / "var" / "test"))
 
 from config.settings import *  # noqa: F403

@@ -7,6 +7,7 @@ it changed exactly one row. Imports run one way: models -> errors -> queries -> 
 statement_rules -> actions -> api / web / worker.
 """
 
+from audits.actions.accounts import grant_role, remove_role
 from audits.actions.check_runs import (
     Artifact,
     Outcome,
@@ -23,6 +24,8 @@ from audits.actions.check_runs import (
     store_evidence_bytes,
 )
 from audits.actions.decisions import (
+    CHALLENGE_MAX_AGE,
+    issue_key_challenge,
     record_decision,
     register_reviewer_key,
     revoke_reviewer_key,
@@ -46,6 +49,7 @@ from audits.actions.model_versions import (
     update_model_version,
 )
 from audits.actions.policies import (
+    assign_policy,
     create_policy,
     publish_policy,
     update_draft_policy,
@@ -56,6 +60,7 @@ from audits.actions.releases import open_release, withdraw_release
 from audits.errors import ActionError, ConflictError, ForbiddenError
 
 __all__ = [
+    "CHALLENGE_MAX_AGE",
     "ActionError",
     "Artifact",
     "ConflictError",
@@ -64,11 +69,14 @@ __all__ = [
     "ModelDigests",
     "Outcome",
     "append_log",
+    "assign_policy",
     "cancel_check_run",
     "carry_features",
     "complete_check_run",
     "create_policy",
     "fail_check_run",
+    "grant_role",
+    "issue_key_challenge",
     "open_release",
     "propose_features",
     "publish_policy",
@@ -83,6 +91,7 @@ __all__ = [
     "register_lens",
     "register_model_version",
     "register_reviewer_key",
+    "remove_role",
     "report_progress",
     "request_lens_training",
     "requeue_stuck_run",

@@ -13,7 +13,7 @@ from django.utils import timezone
 from audits import dispatch, ledger
 from audits.actions.release_state import refresh_release_state
 from audits.canonical import canonical_json, sha256_hex
-from audits.errors import ActionError, ConflictError
+from audits.errors import ActionError, ConflictError, ForbiddenError
 from audits.ledger import Verb
 from audits.models import AuditEvent, CheckRun, Evidence, Release, RequiredCheck, evidence_path
 
@@ -45,6 +45,8 @@ def cancel_queued_or_running(*, actor, run: CheckRun) -> bool:
 
 @transaction.atomic
 def cancel_check_run(*, actor, run: CheckRun) -> CheckRun:
+    if not run.release.may_be_managed_by(actor):
+        raise ForbiddenError("only the release's submitter or an admin may cancel its checks")
     if not cancel_queued_or_running(actor=actor, run=run):
         run.refresh_from_db()
         raise ConflictError(
@@ -60,6 +62,8 @@ def rerun_check(*, actor, release: Release, check_key: str) -> CheckRun:
     """A new attempt of one required check; earlier attempts and their evidence are kept, and
     the newest attempt is the one that counts."""
     release = Release.objects.select_for_update().get(pk=release.pk)
+    if not release.may_be_managed_by(actor):
+        raise ForbiddenError("only the release's submitter or an admin may re-run its checks")
     if release.withdrawn_at is not None:
         raise ConflictError(f"release {release.pk} was withdrawn")
     runs = release.check_runs.filter(required_check__key=check_key).order_by("-attempt")
@@ -119,9 +123,12 @@ def report_progress(*, run_id, delivery: int, fraction: float, stage: str) -> bo
 
 
 def append_log(*, run_id, line: str) -> None:
-    run = CheckRun.objects.filter(pk=run_id).only("log").first()
+    """A line in a queued or running run's log; a finished run is sealed (lines that arrive
+    after a cancellation are dropped)."""
+    unfinished = CheckRun.objects.filter(pk=run_id).exclude(status__in=CheckRun.FINISHED)
+    run = unfinished.only("log").first()
     if run is not None:
-        CheckRun.objects.filter(pk=run_id).update(log=(run.log + line.rstrip() + "\n")[-200_000:])
+        unfinished.update(log=(run.log + line.rstrip() + "\n")[-200_000:])
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,9 @@
 """Reviewer keys and signed decisions. The server verifies a decision's signature and its
 statement against the release's current evidence before recording anything."""
 
+import secrets
+
+from django.core import signing as django_signing
 from django.db import transaction
 from django.utils import timezone
 
@@ -12,11 +15,53 @@ from audits.ledger import Verb
 from audits.models import Decision, Release, ReviewerKey
 from audits.roles import has_role
 
+CHALLENGE_SALT = "assay.reviewer-key-challenge"
+CHALLENGE_MAX_AGE = 600  # seconds
 
-@transaction.atomic
-def register_reviewer_key(*, actor, public_key: str, label: str = "") -> ReviewerKey:
+
+def issue_key_challenge(*, actor) -> str:
+    """A challenge for registering a key, bound to this person, valid for ten minutes."""
+    return django_signing.TimestampSigner(salt=CHALLENGE_SALT).sign_object(
+        {"user": actor.pk, "nonce": secrets.token_hex(16)}
+    )
+
+
+def _check_challenge(actor, challenge: str) -> None:
+    try:
+        value = django_signing.TimestampSigner(salt=CHALLENGE_SALT).unsign_object(
+            challenge, max_age=CHALLENGE_MAX_AGE
+        )
+    except django_signing.SignatureExpired:
+        raise signing.SignatureError("the challenge expired; fetch a new one") from None
+    except django_signing.BadSignature:
+        raise signing.SignatureError("the challenge was not issued by this server") from None
+    if value.get("user") != actor.pk:
+        raise ForbiddenError("the challenge was issued to another person")
+
+
+def register_reviewer_key(
+    *, actor, public_key: str, challenge: str, proof: str, label: str = ""
+) -> ReviewerKey:
+    """Register a key after its proof of possession: the key's signature over
+    signing.key_proof_message for this person and a challenge this server issued to them."""
     raw = signing.parse_public_key(public_key)
     key_id = signing.key_id(raw)
+    _check_challenge(actor, challenge)
+    message = signing.key_proof_message(
+        username=actor.get_username(), key_id=key_id, challenge=challenge
+    )
+    try:
+        signing.verify_signature(raw, message, signing.b64decode(proof, "proof"), pae=False)
+    except signing.SignatureError:
+        raise signing.SignatureError(
+            "the proof of possession does not verify: sign the proof message (see "
+            "GET /api/v1/reviewer-keys/challenge/) for yourself with this very key"
+        ) from None
+    return _store_key(actor, raw, key_id, label, {"challenge": challenge, "proof": proof})
+
+
+@transaction.atomic
+def _store_key(actor, raw: bytes, key_id: str, label: str, possession: dict) -> ReviewerKey:
     if ReviewerKey.objects.filter(key_id=key_id).exists():
         raise ConflictError(f"key {key_id} is already registered")
     key = ReviewerKey.objects.create(
@@ -26,7 +71,13 @@ def register_reviewer_key(*, actor, public_key: str, label: str = "") -> Reviewe
         Verb.REVIEWER_KEY_REGISTERED,
         actor=actor,
         target=key,
-        data={"key_id": key_id, "user": actor.get_username(), "label": label},
+        data={
+            "key_id": key_id,
+            "user": actor.get_username(),
+            "public_key": signing.b64(raw),
+            "label": label,
+            "proof_of_possession": possession,
+        },
     )
     return key
 
@@ -48,6 +99,9 @@ def revoke_reviewer_key(*, actor, key: ReviewerKey) -> ReviewerKey:
         target=key,
         data={"key_id": key.key_id, "revoked_at": revoked_at.isoformat()},
     )
+    # Approvals signed with a revoked key stop counting at once (docs/threat-model.md).
+    for release_id in set(key.decisions.values_list("release_id", flat=True)):
+        refresh_release_state(release_id=release_id)
     return key
 
 

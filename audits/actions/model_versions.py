@@ -6,7 +6,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from audits import dispatch, ledger
-from audits.errors import ConflictError
+from audits.errors import ConflictError, ForbiddenError
 from audits.ledger import Verb
 from audits.models import ModelVersion
 
@@ -51,6 +51,10 @@ def register_model_version(
 
 @transaction.atomic
 def update_model_version(*, actor, model_version: ModelVersion, description: str) -> ModelVersion:
+    if not model_version.may_be_described_by(actor):
+        raise ForbiddenError(
+            "only the person who registered a model version or an admin may describe it"
+        )
     model_version.description = description
     model_version.save(update_fields=["description"])
     ledger.record(
@@ -88,9 +92,12 @@ def record_model_digests(*, model_version_id, digests: ModelDigests) -> bool:
             Verb.MODEL_VERSION_DIGESTED,
             actor=None,
             target=model_version,
+            # Everything the records hold about the files, so verify_ledger can bind them.
             data={
                 "weights_digest": digests.weights_digest,
-                "files": len(digests.file_digests),
+                "tokenizer_digest": digests.tokenizer_digest,
+                "config_digest": digests.config_digest,
+                "files": digests.file_digests,
             },
         )
     return bool(updated)

@@ -9,7 +9,7 @@ from django.utils import timezone
 from audits import checkkinds, ledger
 from audits.errors import ActionError, ConflictError
 from audits.ledger import Verb
-from audits.models import CheckPolicy, RequiredCheck
+from audits.models import CheckPolicy, PolicyAssignment, RequiredCheck
 
 
 def validated_checks(checks: Iterable[Mapping[str, Any]]) -> list[dict]:
@@ -108,3 +108,24 @@ def publish_policy(*, actor, policy: CheckPolicy) -> CheckPolicy:
         data={"digest": digest, "content": policy.content()},
     )
     return policy
+
+
+@transaction.atomic
+def assign_policy(*, actor, family: str, policy_name: str) -> PolicyAssignment:
+    """The policy that new releases of a model family (or, with family "", of every family
+    without its own) must be opened under: the newest published version of policy_name."""
+    if not CheckPolicy.objects.filter(name=policy_name, status=CheckPolicy.Status.PUBLISHED):
+        raise ConflictError(
+            f"policy {policy_name!r} has no published version; publish one before assigning it"
+        )
+    assignment, _ = PolicyAssignment.objects.update_or_create(
+        family=family,
+        defaults={"policy_name": policy_name, "assigned_by": actor, "assigned_at": timezone.now()},
+    )
+    ledger.record(
+        Verb.POLICY_ASSIGNED,
+        actor=actor,
+        target=assignment,
+        data={"family": family, "policy": policy_name},
+    )
+    return assignment

@@ -16,6 +16,7 @@ from audits.models import (
     LedgerCheckpoint,
     Lens,
     ModelVersion,
+    PolicyAssignment,
     Release,
     RequiredCheck,
     ReviewerKey,
@@ -281,6 +282,9 @@ class ReleaseSerializer(serializers.ModelSerializer):
     submitter = serializers.SlugRelatedField(slug_field="username", read_only=True)
     check_runs = CheckRunBriefSerializer(many=True, read_only=True)
     counting_runs = serializers.SerializerMethodField()
+    # Computed from the records as they are now, never a stale stored "approved".
+    state = serializers.SerializerMethodField()
+    state_reasons = serializers.SerializerMethodField()
 
     class Meta:
         model = Release
@@ -290,6 +294,7 @@ class ReleaseSerializer(serializers.ModelSerializer):
             "model_version",
             "policy",
             "policy_digest",
+            "purpose",
             "state",
             "state_reasons",
             "submitter",
@@ -299,6 +304,20 @@ class ReleaseSerializer(serializers.ModelSerializer):
             "counting_runs",
         ]
         read_only_fields = fields
+
+    def _answer(self, release):
+        from audits import gate, queries
+
+        cache = self.__dict__.setdefault("_gate_answers", {})  # one evaluation per release
+        if release.pk not in cache:
+            cache[release.pk] = gate.evaluate(queries.gate_facts(release))
+        return cache[release.pk]
+
+    def get_state(self, release) -> str:
+        return self._answer(release).state
+
+    def get_state_reasons(self, release) -> list[dict]:
+        return self._answer(release).reasons
 
     def get_counting_runs(self, release) -> list[dict]:
         """Which attempt of each check the gate counts, and why."""
@@ -319,7 +338,15 @@ class ReleaseSerializer(serializers.ModelSerializer):
 
 class ReleaseCreateSerializer(StrictSerializer):
     model_version = serializers.PrimaryKeyRelatedField(queryset=ModelVersion.objects.all())
-    policy = serializers.PrimaryKeyRelatedField(queryset=CheckPolicy.objects.all())
+    policy = serializers.PrimaryKeyRelatedField(
+        queryset=CheckPolicy.objects.all(),
+        required=False,
+        allow_null=True,
+        help_text="omit for a release: it takes the policy assigned to the model's family",
+    )
+    purpose = serializers.ChoiceField(
+        choices=Release.Purpose.choices, default=Release.Purpose.RELEASE
+    )
     title = serializers.CharField(required=False, allow_blank=True, max_length=200)
 
 
@@ -333,15 +360,61 @@ class WithdrawSerializer(StrictSerializer):
 
 class GateSerializer(serializers.Serializer):
     release = serializers.UUIDField()
+    purpose = serializers.CharField()
     state = serializers.CharField()
     may_ship = serializers.BooleanField()
     reasons = serializers.ListField(child=serializers.DictField())
+    blockers = serializers.ListField(child=serializers.DictField())
+    trust_warnings = serializers.ListField(child=serializers.DictField())
+    policy = serializers.DictField()
+    model_version = serializers.DictField()
+
+
+HEX64 = r"^[0-9a-f]{64}$"
+
+
+class GateQuerySerializer(StrictSerializer):
+    policy_digest = serializers.RegexField(
+        HEX64, required=False, help_text="the policy digest the pipeline expects"
+    )
+    weights_digest = serializers.RegexField(
+        HEX64, required=False, help_text="the model weights digest the pipeline expects"
+    )
+
+
+class PolicyAssignmentSerializer(serializers.ModelSerializer):
+    assigned_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = PolicyAssignment
+        fields = ["family", "policy_name", "assigned_by", "assigned_at"]
+        read_only_fields = fields
+
+
+class PolicyAssignmentCreateSerializer(StrictSerializer):
+    family = serializers.CharField(
+        max_length=100, allow_blank=True, help_text='a model family, or "" for the default'
+    )
+    policy_name = serializers.SlugField(max_length=100)
 
 
 class AuditEventSerializer(serializers.ModelSerializer):
     class Meta:
         model = AuditEvent
-        fields = ["seq", "at", "actor_label", "verb", "target_type", "target_id", "data"]
+        # body is the exact canonical JSON that entry_hash is the sha256 of, and the leaf
+        # the Merkle tree hashes; prev_hash chains it to the event before.
+        fields = [
+            "seq",
+            "at",
+            "actor_label",
+            "verb",
+            "target_type",
+            "target_id",
+            "data",
+            "prev_hash",
+            "entry_hash",
+            "body",
+        ]
         read_only_fields = fields
 
 
@@ -360,6 +433,14 @@ class ReviewerKeySerializer(serializers.ModelSerializer):
 class ReviewerKeyCreateSerializer(StrictSerializer):
     public_key = serializers.CharField(
         max_length=2000, help_text="Ed25519 public key: PEM or raw base64"
+    )
+    challenge = serializers.CharField(
+        max_length=500, help_text="from GET /api/v1/reviewer-keys/challenge/"
+    )
+    proof = serializers.CharField(
+        max_length=200,
+        help_text="base64 Ed25519 signature by this key over the proof message "
+        "(see the challenge endpoint)",
     )
     label = serializers.CharField(max_length=100, required=False, allow_blank=True)  # type: ignore[assignment]
 

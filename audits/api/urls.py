@@ -1,10 +1,12 @@
+from django.urls import path
 from rest_framework.routers import DefaultRouter
 
-from audits.api import views
+from audits.api import auth, views
 
 router = DefaultRouter()
 router.register("model-versions", views.ModelVersionViewSet, basename="model-version")
 router.register("policies", views.PolicyViewSet, basename="policy")
+router.register("policy-assignments", views.PolicyAssignmentViewSet, basename="policy-assignment")
 router.register("releases", views.ReleaseViewSet, basename="release")
 router.register("check-runs", views.CheckRunViewSet, basename="check-run")
 router.register("evidence", views.EvidenceViewSet, basename="evidence")
@@ -15,4 +17,9 @@ router.register("lenses", views.LensViewSet, basename="lens")
 router.register("catalog-features", views.CatalogFeatureViewSet, basename="catalog-feature")
 
 app_name = "api"
-urlpatterns = [*router.urls]
+urlpatterns = [
+    path("auth/token/", auth.TokenLoginView.as_view(), name="token-login"),
+    path("auth/logout/", auth.LogoutView.as_view(), name="token-logout"),
+    path("me/", auth.MeView.as_view(), name="me"),
+    *router.urls,
+]

@@ -24,6 +24,7 @@ from audits.models import (
     EvidenceIntegrityError,
     Lens,
     ModelVersion,
+    PolicyAssignment,
     Release,
     ReviewerKey,
 )
@@ -185,7 +186,8 @@ class ReleaseViewSet(RecordViewSet):
         release, created = actions.open_release(
             actor=request.user,
             model_version=data["model_version"],
-            policy=data["policy"],
+            policy=data.get("policy"),
+            purpose=data["purpose"],
             title=data.get("title", ""),
             idempotency_key=key,
             request_digest=json_digest(
@@ -195,17 +197,38 @@ class ReleaseViewSet(RecordViewSet):
         release = self.get_queryset().get(pk=release.pk)
         return self.answer(release, status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
-    @extend_schema(responses=s.GateSerializer)
+    @extend_schema(parameters=[s.GateQuerySerializer], responses=s.GateSerializer)
     @action(detail=True, methods=["get"])
     def gate(self, request, pk=None):
+        """May this release ship? Pin what you expect with ?policy_digest= and
+        ?weights_digest=: a mismatch answers may_ship false with the reason."""
+        query = s.GateQuerySerializer(data=request.query_params.dict())
+        query.is_valid(raise_exception=True)
         release = self.get_object()
-        answer = gate.evaluate(queries.gate_facts(release))
+        pins = gate.Pins(**query.validated_data)
+        answer = gate.evaluate(queries.gate_facts(release), pins)
+        model_version, policy = release.model_version, release.policy
         return Response(
             {
                 "release": str(release.pk),
+                "purpose": release.purpose,
                 "state": answer.state,
                 "may_ship": answer.may_ship,
                 "reasons": answer.reasons,
+                "blockers": answer.blockers,
+                "trust_warnings": answer.trust_warnings,
+                "policy": {
+                    "id": str(policy.pk),
+                    "name": policy.name,
+                    "version": policy.version,
+                    "digest": release.policy_digest,
+                },
+                "model_version": {
+                    "id": str(model_version.pk),
+                    "family": model_version.family,
+                    "version": model_version.version,
+                    "weights_digest": model_version.weights_digest,
+                },
             }
         )
 
@@ -268,6 +291,26 @@ class ReleaseViewSet(RecordViewSet):
             actor=request.user, release=self.get_object(), reason=data["reason"]
         )
         return self.answer(self.get_queryset().get(pk=release.pk))
+
+
+class PolicyAssignmentViewSet(RecordViewSet):
+    """Which policy each model family's releases must satisfy (admins assign; family "" is
+    the default). The newest published version of the named policy applies to new releases."""
+
+    queryset = PolicyAssignment.objects.select_related("assigned_by")
+    serializer_class = s.PolicyAssignmentSerializer
+    write_roles = {"create": ADMINS}
+    lookup_value_regex = r"\d+"
+
+    @extend_schema(
+        request=s.PolicyAssignmentCreateSerializer, responses=s.PolicyAssignmentSerializer
+    )
+    def create(self, request):
+        data = self.validated(s.PolicyAssignmentCreateSerializer)
+        assignment = actions.assign_policy(
+            actor=request.user, family=data["family"], policy_name=data["policy_name"]
+        )
+        return self.answer(assignment, status.HTTP_201_CREATED)
 
 
 class CheckRunViewSet(RecordViewSet):
@@ -350,11 +393,35 @@ class ReviewerKeyViewSet(RecordViewSet):
 
     @extend_schema(request=s.ReviewerKeyCreateSerializer, responses=s.ReviewerKeySerializer)
     def create(self, request):
+        """Register a key with proof that you hold it: sign the proof message (see
+        challenge/) with the new key."""
         data = self.validated(s.ReviewerKeyCreateSerializer)
         key = actions.register_reviewer_key(
-            actor=request.user, public_key=data["public_key"], label=data.get("label", "")
+            actor=request.user,
+            public_key=data["public_key"],
+            challenge=data["challenge"],
+            proof=data["proof"],
+            label=data.get("label", ""),
         )
         return self.answer(key, status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses=dict)
+    @action(detail=False, methods=["get"])
+    def challenge(self, request):
+        """A challenge (valid ten minutes, for you only) and what the new key must sign."""
+        challenge = actions.issue_key_challenge(actor=request.user)
+        return Response(
+            {
+                "challenge": challenge,
+                "expires_in": actions.CHALLENGE_MAX_AGE,
+                "sign": "the UTF-8 bytes of these four lines joined by \\n: "
+                f"{signing.KEY_PROOF_CONTEXT!r}, your username, the key id (sha256 hex "
+                "of the raw 32-byte public key), the challenge",
+                "example_message": signing.key_proof_message(
+                    username=request.user.get_username(), key_id="<key id>", challenge=challenge
+                ).decode(),
+            }
+        )
 
     @extend_schema(request=None, responses=s.ReviewerKeySerializer)
     @action(detail=True, methods=["post"])

@@ -13,12 +13,28 @@ def raw_public_key(key: Ed25519PrivateKey) -> bytes:
     return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
+def key_registration(personas, who: str, key: Ed25519PrivateKey, as_user: str | None = None):
+    """The body of a key registration with its proof of possession (made for as_user, who
+    defaults to the person registering)."""
+    client = personas.client(who)
+    challenge = client.get("/api/v1/reviewer-keys/challenge/").json()["challenge"]
+    raw = raw_public_key(key)
+    message = signing.key_proof_message(
+        username=as_user or getattr(personas, who).get_username(),
+        key_id=signing.key_id(raw),
+        challenge=challenge,
+    )
+    return {
+        "public_key": base64.b64encode(raw).decode(),
+        "challenge": challenge,
+        "proof": signing.b64(key.sign(message)),
+    }
+
+
 def register_key(personas, who: str) -> Ed25519PrivateKey:
     key = Ed25519PrivateKey.generate()
     response = personas.client(who).post(
-        "/api/v1/reviewer-keys/",
-        {"public_key": base64.b64encode(raw_public_key(key)).decode()},
-        format="json",
+        "/api/v1/reviewer-keys/", key_registration(personas, who, key), format="json"
     )
     assert response.status_code == 201, response.content
     return key

@@ -198,7 +198,7 @@ def test_release_under_a_draft_policy_is_refused(personas, model_version):
     )
     response = personas.client("submitter").post(
         "/api/v1/releases/",
-        {"model_version": str(model_version.pk), "policy": draft["id"]},
+        {"model_version": str(model_version.pk), "policy": draft["id"], "purpose": "evaluation"},
         format="json",
     )
     assert response.status_code == 409

@@ -6,14 +6,17 @@ from audits import actions
 from audits.models import AuditEvent, CheckPolicy, ModelVersion, Release
 from tests.conftest import register_digested_model
 
-ROLES = ["submitter", "reviewer", "admin", "auditor", "outsider", None]
+# "submitter" registered the model version and opened the release; "submitter2" is another
+# submitter, who may register and open their own but never manage someone else's.
+ROLES = ["submitter", "submitter2", "reviewer", "admin", "auditor", "outsider", None]
 ALLOWED = {
-    "register_model": {"submitter", "admin"},
+    "register_model": {"submitter", "submitter2", "admin"},
     "describe_model": {"submitter", "admin"},
     "create_policy": {"admin"},
     "edit_policy": {"admin"},
     "publish_policy": {"admin"},
-    "open_release": {"submitter", "admin"},
+    "assign_policy": {"admin"},
+    "open_release": {"submitter", "submitter2", "admin"},
     "withdraw_release": {"submitter", "admin"},
     "cancel_check_run": {"submitter", "admin"},
     "rerun_check": {"submitter", "admin"},
@@ -27,7 +30,7 @@ def _draft(personas, name="draft-policy"):
     )
 
 
-def _write_request(endpoint, personas, model_store, model_version, policy):
+def _write_request(endpoint, personas, model_store, model_version, policy, role):
     """(method, url, body) for one write endpoint, with the records it needs."""
     if endpoint == "register_model":
         (model_store / "tiny2").mkdir()
@@ -60,16 +63,10 @@ def _write_request(endpoint, personas, model_store, model_version, policy):
             "/api/v1/releases/",
             {"model_version": str(model_version.pk), "policy": str(policy.pk)},
         )
+    if endpoint == "assign_policy":
+        return "post", "/api/v1/policy-assignments/", {"family": "tiny", "policy_name": "integrity"}
     if endpoint == "register_key":
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-        from audits.signing import b64, raw_public_key
-
-        return (
-            "post",
-            "/api/v1/reviewer-keys/",
-            {"public_key": b64(raw_public_key(Ed25519PrivateKey.generate().public_key()))},
-        )
+        return "post", "/api/v1/reviewer-keys/", _key_body(personas, role)
     release, _ = actions.open_release(
         actor=personas.submitter, model_version=model_version, policy=policy
     )
@@ -84,12 +81,25 @@ def _write_request(endpoint, personas, model_store, model_version, policy):
     return "post", f"/api/v1/check-runs/{run.pk}/cancel/", {}
 
 
+def _key_body(personas, role) -> dict:
+    """A key registration with a valid proof of possession where the role can fetch a
+    challenge at all (everyone with a role can), so only the role decides the answer."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from tests.audits.reviewers import key_registration
+
+    key = Ed25519PrivateKey.generate()
+    if role in (None, "outsider"):
+        return {"public_key": "x", "challenge": "x", "proof": "x"}
+    return key_registration(personas, role, key)
+
+
 @pytest.mark.parametrize("role", ROLES)
 @pytest.mark.parametrize("endpoint", sorted(ALLOWED))
 def test_write_endpoints_follow_the_role_matrix(
     endpoint, role, personas, model_store, model_version, policy
 ):
-    method, url, body = _write_request(endpoint, personas, model_store, model_version, policy)
+    method, url, body = _write_request(endpoint, personas, model_store, model_version, policy, role)
     events_before = AuditEvent.objects.count()
     response = getattr(personas.client(role), method)(url, body, format="json")
     if role in ALLOWED[endpoint]:
@@ -141,7 +151,7 @@ def test_token_authentication_works_for_the_release_pipeline(personas, model_ver
         {"username": "auditor", "password": "auditor-pw-123456"},
         format="json",
     )
-    assert response.status_code == 200
+    assert response.status_code == 201
     token = response.json()["token"]
     release, _ = actions.open_release(
         actor=personas.submitter, model_version=model_version, policy=policy

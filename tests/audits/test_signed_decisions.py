@@ -11,7 +11,14 @@ from audits import actions, signing
 from audits.models import AuditEvent, CheckRun, Decision
 from audits.roles import Role, grant
 from interp_jobs.worker.tasks import run_check
-from tests.audits.reviewers import decide, fetch_statement, raw_public_key, register_key, submit
+from tests.audits.reviewers import (
+    decide,
+    fetch_statement,
+    key_registration,
+    raw_public_key,
+    register_key,
+    submit,
+)
 
 
 def _gate(personas, release):
@@ -40,12 +47,14 @@ def test_two_reviewers_approving_turns_the_gate_approved(personas, keys, checked
     assert _gate(personas, checked_release)["state"] == "in_review"
     assert decide(personas, "reviewer2", keys["reviewer2"], checked_release).status_code == 201
     gate = _gate(personas, checked_release)
-    assert gate == {
-        "release": str(checked_release.pk),
-        "state": "approved",
-        "may_ship": True,
-        "reasons": [],
-    }
+    assert (gate["release"], gate["state"], gate["may_ship"]) == (
+        str(checked_release.pk),
+        "approved",
+        True,
+    )
+    assert gate["reasons"] == gate["blockers"] == gate["trust_warnings"] == []
+    assert gate["policy"]["digest"] == checked_release.policy_digest
+    assert gate["model_version"]["weights_digest"] == checked_release.model_version.weights_digest
     assert AuditEvent.objects.filter(verb="release.state_changed", data__to="approved").count() == 1
 
 
@@ -98,9 +107,8 @@ def test_key_ids_are_the_sha256_of_the_raw_key_and_pem_is_accepted(personas):
 
     key = Ed25519PrivateKey.generate()
     pem = key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
-    response = personas.client("reviewer").post(
-        "/api/v1/reviewer-keys/", {"public_key": pem.decode()}, format="json"
-    )
+    body = {**key_registration(personas, "reviewer", key), "public_key": pem.decode()}
+    response = personas.client("reviewer").post("/api/v1/reviewer-keys/", body, format="json")
     assert response.status_code == 201
     assert response.json()["key_id"] == hashlib.sha256(raw_public_key(key)).hexdigest()
 
@@ -114,8 +122,9 @@ def test_key_ids_are_the_sha256_of_the_raw_key_and_pem_is_accepted(personas):
     ],
 )
 def test_bad_public_keys_are_refused(personas, text):
+    body = {**key_registration(personas, "reviewer", Ed25519PrivateKey.generate())}
     response = personas.client("reviewer").post(
-        "/api/v1/reviewer-keys/", {"public_key": text}, format="json"
+        "/api/v1/reviewer-keys/", {**body, "public_key": text}, format="json"
     )
     assert response.status_code == 400
     assert response.json()["detail"]

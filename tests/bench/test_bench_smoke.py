@@ -91,3 +91,39 @@ def test_worker_cache_second_check_hits_the_cache(bench_runs):
     cache = next(line for line in lines if line["measure"] == "cached_mib")
     assert cache["cache_stats"]["misses"] == 2  # model and lens, once, in the first check
     assert cache["cache_stats"]["hits"] > 0
+
+
+LEDGER_MEASURES = {
+    "inclusion_proof_ms",
+    "consistency_proof_ms",
+    "checkpoint_ms",
+    "verify_crypto_events_per_s",
+    "verify_crypto_vs_sha256_concat",
+    "verify_columns_events_per_s",
+    "verify_crypto_peak_mib",
+    "verify_columns_peak_mib",
+}
+
+
+def test_ledger_proofs_runs_on_a_small_ledger():
+    """bench/ledger_proofs.py --quick: a 200-event ledger in its own temporary SQLite file. The
+    script exits non-zero if its ledger does not verify or a proof does not check out."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ASSAY_")}
+    env.pop("DATABASE_URL", None)
+    run = subprocess.run(
+        [sys.executable, "bench/ledger_proofs.py", "--quick"],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=300,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = [json.loads(line) for line in run.stdout.splitlines() if line.strip()]
+    assert {line["measure"] for line in lines} == LEDGER_MEASURES
+    for line in lines:
+        assert set(line) >= (REQUIRED_KEYS - {"model"}) | {"n", "ledger"}
+        assert (line["bench"], line["n"]) == ("ledger_proofs", 200)
+        assert {"name", "value"} <= set(line["baseline"])
+        assert (line["goal"] is None) == (line["meets_goal"] is None)

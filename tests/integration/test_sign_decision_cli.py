@@ -5,13 +5,22 @@ import io
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from rest_framework.authtoken.models import Token
 
 from audits import actions
 from audits.models import Decision
 from interp_jobs.worker.tasks import run_check
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+
+def _token(user) -> str:
+    """An API token the person makes for themselves (acting as them, as a login would)."""
+    from knox.models import get_token_model
+
+    from audits import current_actor
+
+    with current_actor.acting_as(user):
+        return get_token_model().objects.create(user=user)[1]
 
 
 def _sign(live_server, user, key, release, *extra):
@@ -21,7 +30,7 @@ def _sign(live_server, user, key, release, *extra):
         "--server",
         live_server.url,
         "--token",
-        Token.objects.get_or_create(user=user)[0].key,
+        _token(user),
         "--release",
         str(release.pk),
         "--key",

@@ -91,7 +91,9 @@ def test_drift_with_matched_lenses_carries_the_catalog(personas, two_versions):
         ],
     )
     policy = actions.publish_policy(actor=personas.admin, policy=draft)
-    release, _ = actions.open_release(actor=personas.submitter, model_version=new, policy=policy)
+    release, _ = actions.open_release(
+        actor=personas.submitter, model_version=new, policy=policy, purpose="evaluation"
+    )
     run = release.check_runs.get()
     run_check.apply(args=[str(run.pk)])
     run = CheckRun.objects.get(pk=run.pk)

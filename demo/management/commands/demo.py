@@ -2,7 +2,6 @@
 
 import contextlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -76,7 +75,10 @@ class Command(BaseCommand):
             baseline_lens=runner.BASELINE_PREFIX + lens.name,
         )
         policy = flow.ensure_policy(users["demo-admin"], demo_policies.FRONTIER_RELEASE, checks)
-        return self._release(child, policy, users["demo-submitter"], options["timeout"])
+        flow.assign_to_family(users["demo-admin"], child.family, policy)
+        return self._release(
+            child, policy, users["demo-submitter"], options["timeout"], Release.Purpose.RELEASE
+        )
 
     def _registered(self, model, submitter, parent=None) -> ModelVersion:
         model_version = flow.ensure_model_version(model, submitter, parent)
@@ -101,16 +103,19 @@ class Command(BaseCommand):
         policy = flow.ensure_policy(
             users["demo-admin"], demo_policies.LENS_REVIEW, demo_policies.lens_review_checks()
         )
-        self._release(model_version, policy, users["demo-submitter"], timeout)
+        # An evaluation, not a release: it builds the catalog and never ships.
+        self._release(
+            model_version, policy, users["demo-submitter"], timeout, Release.Purpose.EVALUATION
+        )
         confirmed = flow.confirm_top_proposals(lens, users["demo-reviewer-1"])
         self.stdout.write(
             f"Catalog: {lens.features.filter(status='confirmed').count()} "
             f"confirmed feature(s) ({len(confirmed)} newly)"
         )
 
-    def _release(self, model_version, policy, submitter, timeout) -> Release:
+    def _release(self, model_version, policy, submitter, timeout, purpose) -> Release:
         self.stdout.write(f"Policy {policy} (digest {policy.digest[:16]}…)")
-        release, created = flow.open_demo_release(model_version, policy, submitter)
+        release, created = flow.open_demo_release(model_version, policy, submitter, purpose)
         self.stdout.write(f"{'Opened' if created else 'Reusing'} release {release.pk}")
         flow.wait_for(
             lambda: self._finished(release),
@@ -226,7 +231,7 @@ class Command(BaseCommand):
         ]
         with log.open("a") as handle:
             return subprocess.Popen(
-                command, cwd=ROOT, env=os.environ.copy(), stdout=handle, stderr=subprocess.STDOUT
+                command, cwd=ROOT, env=flow.local_env(), stdout=handle, stderr=subprocess.STDOUT
             )
 
     def _start_server(self, port: int) -> subprocess.Popen:
@@ -242,7 +247,7 @@ class Command(BaseCommand):
                     "--insecure",
                 ],
                 cwd=ROOT,
-                env=os.environ.copy(),
+                env=flow.local_env(),
                 stdout=handle,
                 stderr=subprocess.STDOUT,
             )

@@ -58,6 +58,7 @@ class Verb(StrEnum):
     CATALOG_FEATURE_PROPOSED = "catalog_feature.proposed"
     CATALOG_CARRIED = "catalog.carried"
     POLICY_ASSIGNED = "policy.assigned"
+    DOSSIER_EXPORTED = "dossier.exported"
     USER_CREATED = "user.created"
     USER_ROLE_GRANTED = "user.role_granted"
     USER_ROLE_REMOVED = "user.role_removed"

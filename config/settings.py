@@ -38,12 +38,16 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "audits",
+    "audits.dossier",
     "interp_jobs",
     "demo",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files (the admin's, Swagger UI's, the UI's) from any process, runserver or
+    # gunicorn alike, with far-future caching of hashed names.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "csp.middleware.CSPMiddleware",
     "audits.middleware.RequestBodyLimitMiddleware",
     "audits.middleware.MalformedRequestMiddleware",
@@ -118,6 +122,10 @@ USE_I18N = False
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+# Without a collectstatic run (runserver, tests), whitenoise serves the apps' files directly.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
 
 # Request bodies above this size are refused with 413 before any view reads them.
 ASSAY_MAX_REQUEST_BYTES = env_int("ASSAY_MAX_REQUEST_BYTES", 1_000_000, minimum=1024)

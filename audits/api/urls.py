@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
 from audits.api import auth, views
@@ -21,5 +21,6 @@ urlpatterns = [
     path("auth/token/", auth.TokenLoginView.as_view(), name="token-login"),
     path("auth/logout/", auth.LogoutView.as_view(), name="token-logout"),
     path("me/", auth.MeView.as_view(), name="me"),
+    path("", include("audits.dossier.urls")),
     *router.urls,
 ]

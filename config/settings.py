@@ -122,6 +122,7 @@ USE_I18N = False
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns on every request otherwise
 STATICFILES_DIRS = [BASE_DIR / "static"]
 # Without a collectstatic run (runserver, tests), whitenoise serves the apps' files directly.
 WHITENOISE_USE_FINDERS = True

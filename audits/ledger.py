@@ -26,6 +26,10 @@ from audits.models import AuditEvent, LedgerCheckpoint, LedgerHead, MerkleNode
 GENESIS = "0" * 64
 
 
+class LedgerIntegrityError(Exception):
+    """The stored ledger no longer matches what the server signed."""
+
+
 class Verb(StrEnum):
     """Every kind of ledger event. Only audits.actions (and the checkpoint signer) write them."""
 
@@ -309,6 +313,12 @@ def checkpoint() -> LedgerCheckpoint:
     size = LedgerHead.objects.select_for_update().get_or_create(pk=1)[0].seq
     existing = LedgerCheckpoint.objects.filter(tree_size=size).first()
     if existing:
+        # Never hand out an old signature over a tree that is no longer the ledger's.
+        if json.loads(existing.body)["root_hash"] != root_hash(size).hex():
+            raise LedgerIntegrityError(
+                f"the ledger no longer has the root the server signed at tree size {size}: "
+                "it was changed behind the application's back; run verify_ledger"
+            )
         return existing
     key = server_key()
     body = canonical_json(

@@ -286,17 +286,26 @@ def has_current_approval(release: Release, username: str) -> bool:
     ).exists()
 
 
+REVIEW_CLIENT = Path(settings.BASE_DIR) / "tools" / "assay_review.py"
+
+
+def review_client(*args: str, token: str = "", server_url: str = ""):
+    """Run tools/assay_review.py, the reviewer's own client, as a reviewer would."""
+    command = [sys.executable, str(REVIEW_CLIENT)]
+    if server_url:
+        command += ["--server", server_url, "--token", token]
+    return subprocess.run(
+        [*command, *args], env=local_env(), capture_output=True, text=True, timeout=300
+    )
+
+
 def reviewer_key(username: str) -> Path:
-    """The reviewer's private key, made once with `manage.py keygen` (it never leaves var/)."""
+    """The reviewer's private key, made once by the client (it never leaves var/demo/keys)."""
     path = demo_dir() / "keys" / f"{username}.pem"
     if not path.exists():
-        subprocess.run(
-            [sys.executable, "manage.py", "keygen", str(path)],
-            cwd=settings.BASE_DIR,
-            env=local_env(),
-            check=True,
-            capture_output=True,
-        )
+        made = review_client("keygen", str(path))
+        if made.returncode:
+            raise RuntimeError(f"keygen failed: {made.stderr}")
     return path
 
 
@@ -315,36 +324,30 @@ def api_token(server_url: str, username: str) -> str:
 
 
 def sign_with_cli(release: Release, username: str, server_url: str):
-    token = api_token(server_url, username)
-    command = [
-        sys.executable,
-        "manage.py",
-        "sign_decision",
-        "--server",
-        server_url,
-        "--token",
-        token,
+    """The reviewer registers their key (proof of possession) and signs an approval with
+    tools/assay_review.py over HTTP; the demo answers yes for them."""
+    token, key = api_token(server_url, username), str(reviewer_key(username))
+    registered = review_client(
+        "register", "--key", key, "--yes", token=token, server_url=server_url
+    )
+    if registered.returncode:
+        return registered
+    return review_client(
+        "sign",
         "--release",
         str(release.pk),
         "--decision",
         "approve",
         "--key",
-        str(reviewer_key(username)),
-        "--register-key",
+        key,
         "--yes",
         "--name",
         f"{username.replace('-', ' ').title()} (demo)",
         "--rationale",
         "Reviewed the evidence of every required check in the demo release; "
         "blocking checks that did not pass stay blocking unless waived.",
-    ]
-    return subprocess.run(
-        command,
-        cwd=settings.BASE_DIR,
-        env=local_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
+        token=token,
+        server_url=server_url,
     )
 
 
@@ -357,8 +360,9 @@ def waiver_hint(release: Release, reasons: list[dict]) -> list[str]:
     return [
         "A reviewer who accepts a failing blocking check signs a waiver, for example:",
         *(
-            f"  manage.py sign_decision --release {release.pk} --decision waive --check "
-            f"{check} --rationale '<why shipping is acceptable>' --key <your key>"
+            f"  python tools/assay_review.py --user <you> sign --release {release.pk} "
+            f"--decision waive --check {check} --rationale '<why shipping is acceptable>' "
+            "--key <your key>"
             for check in failing
         ),
     ]

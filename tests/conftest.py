@@ -100,6 +100,13 @@ def policy(personas):
 
 
 @pytest.fixture(autouse=True)
+def _own_checkpoint_log(settings, tmp_path):
+    """Each test's checkpoints go to its own log: verify_ledger reads the deployment's log,
+    and another test's checkpoints are not this test's ledger's."""
+    settings.ASSAY_CHECKPOINT_LOG = tmp_path / "checkpoints.jsonl"
+
+
+@pytest.fixture(autouse=True)
 def _fresh_cache():
     """Throttle counters live in the cache: each test starts with none."""
     from django.core.cache import cache

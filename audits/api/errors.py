@@ -10,6 +10,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from audits.actions import ActionError, ConflictError, ForbiddenError
 from audits.checkkinds import CheckSpecError
+from audits.ledger import LedgerIntegrityError
 from audits.models import EvidenceIntegrityError
 from audits.signing import SignatureError
 
@@ -24,7 +25,7 @@ def exception_handler(exc, context):
     response = drf_exception_handler(exc, context)
     if response is not None:
         return response
-    if isinstance(exc, ConflictError | EvidenceIntegrityError):
+    if isinstance(exc, ConflictError | EvidenceIntegrityError | LedgerIntegrityError):
         return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
     if isinstance(exc, ForbiddenError):
         return Response({"detail": str(exc)}, status=status.HTTP_403_FORBIDDEN)

@@ -7,12 +7,11 @@ import io
 import itertools
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from django.core.management import call_command
-from django.core.management.base import CommandError
 from django.db import DatabaseError, connection, transaction
 
-from audits import actions, merkle, signing
+from audits import actions, merkle
 from audits.models import AuditEvent, Decision, Evidence
 from interp_jobs.worker.tasks import run_check
 from tests.audits.reviewers import decide, register_key
@@ -144,15 +143,3 @@ def test_leaf_hashes_follow_rfc6962_domain_separation(signed_release):
 )
 def test_bad_proof_requests_are_400(personas, signed_release, query):
     assert personas.client("auditor").get(f"/api/v1/ledger/inclusion/?{query}").status_code == 400
-
-
-def test_keygen_writes_a_private_key_only_its_owner_can_read(tmp_path, capsys):
-    path = tmp_path / "me.pem"
-    call_command("keygen", str(path))
-    assert oct(path.stat().st_mode & 0o777) == "0o600"
-    key = signing.load_private_key(path)
-    assert isinstance(key, Ed25519PrivateKey)
-    printed = capsys.readouterr().out
-    assert signing.key_id(signing.raw_public_key(key.public_key())) in printed
-    with pytest.raises(CommandError, match="exists"):
-        call_command("keygen", str(path))

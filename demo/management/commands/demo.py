@@ -156,8 +156,8 @@ class Command(BaseCommand):
         return lens.status == Lens.Status.READY
 
     def _sign(self, release: Release, server_url: str) -> None:
-        """Each demo reviewer signs an approval with a key made by `manage.py keygen`, through
-        `manage.py sign_decision` against the running server, as a person would."""
+        """Each demo reviewer makes a key, registers it and signs an approval with
+        tools/assay_review.py against the running server, as a person would."""
         for username in flow.REVIEWERS:
             if flow.has_current_approval(release, username):
                 self.stdout.write(f"{username} already approved the current evidence")

@@ -5,6 +5,7 @@ The record system must validate a policy's check parameters without importing th
 apps register models with the admin site.
 """
 
+import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -55,8 +56,10 @@ def get(name: str) -> CheckKind:
         return _registry[name]
     except KeyError:
         available = ", ".join(sorted(_registry)) or "none"
+        near = difflib.get_close_matches(name, sorted(_registry), n=1)
+        hint = f"did you mean {near[0]!r}? " if near else ""
         raise CheckSpecError(
-            f"check kind {name!r} is not available; available kinds: {available}"
+            f"check kind {name!r} is not available; {hint}available kinds: {available}"
         ) from None
 
 

@@ -10,6 +10,8 @@ class Role(StrEnum):
     REVIEWER = "reviewer"
     ADMIN = "admin"
     AUDITOR = "auditor"
+    # Release tooling: may read a release's gate answer and nothing else.
+    PIPELINE = "pipeline"
 
 
 def ensure_role_groups() -> None:

@@ -17,8 +17,9 @@ SECRET_KEY = env_str("ASSAY_SECRET_KEY")
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured(
-            "ASSAY_SECRET_KEY must be set when ASSAY_DEBUG is off "
-            "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(50))')"
+            "ASSAY_SECRET_KEY must be set when ASSAY_DEBUG is off: `make demo` keeps one in "
+            "var/secret_key (export ASSAY_SECRET_KEY=$(cat var/secret_key)); for a deployment "
+            "generate one: python -c 'import secrets; print(secrets.token_urlsafe(50))'"
         )
     SECRET_KEY = "insecure-debug-only-key"  # noqa: S105 - only reachable with ASSAY_DEBUG=1
 ALLOWED_HOSTS = env_list("ASSAY_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
@@ -166,7 +167,7 @@ REST_KNOX = {
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "knox.auth.TokenAuthentication",
+        "audits.api.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PARSER_CLASSES": ["audits.api.parsers.StrictJSONParser"],

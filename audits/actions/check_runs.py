@@ -69,7 +69,10 @@ def rerun_check(*, actor, release: Release, check_key: str) -> CheckRun:
     runs = release.check_runs.filter(required_check__key=check_key).order_by("-attempt")
     latest = runs.first()
     if latest is None:
-        raise ActionError(f"release {release.pk} has no check {check_key!r}")
+        keys = sorted(release.policy.required_checks.values_list("key", flat=True))
+        raise ActionError(
+            f"release {release.pk} has no check {check_key!r}; its checks are: {', '.join(keys)}"
+        )
     if not latest.is_finished:
         raise ConflictError(f"check {check_key!r} is still {latest.status}; cancel it first")
     run = queue_check_run(

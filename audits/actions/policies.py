@@ -14,23 +14,43 @@ from audits.models import CheckPolicy, PolicyAssignment, RequiredCheck
 
 def validated_checks(checks: Iterable[Mapping[str, Any]]) -> list[dict]:
     """The checks as a policy stores them: kinds known, parameters and thresholds validated
-    with their defaults filled in."""
-    validated, keys = [], set()
+    with their defaults filled in. Every problem of every check is reported at once, each
+    named by its check key."""
+    validated, problems, keys = [], [], set()
     for check in checks:
         if check["key"] in keys:
-            raise checkkinds.CheckSpecError(f"check key {check['key']!r} appears twice")
+            problems.append(f"check {check['key']!r}: the key appears twice")
         keys.add(check["key"])
-        kind = checkkinds.get(check["kind"])
-        validated.append(
-            {
-                "key": check["key"],
-                "kind": kind.name,
-                "parameters": kind.validate_parameters(check.get("parameters") or {}),
-                "thresholds": kind.validate_thresholds(check.get("thresholds") or {}),
-                "blocking": check.get("blocking", True),
-            }
-        )
+        try:
+            validated.append(_validated_check(check))
+        except checkkinds.CheckSpecError as exc:
+            problems.append(f"check {check['key']!r}: {exc}")
+    if problems:
+        raise checkkinds.CheckSpecError("; ".join(problems))
     return validated
+
+
+def _validated_check(check: Mapping[str, Any]) -> dict:
+    kind = checkkinds.get(check["kind"])
+    found = []
+    results = {}
+    for part, validate in (
+        ("parameters", kind.validate_parameters),
+        ("thresholds", kind.validate_thresholds),
+    ):
+        try:
+            results[part] = validate(check.get(part) or {})
+        except checkkinds.CheckSpecError as exc:
+            found.append(str(exc))
+    if found:
+        raise checkkinds.CheckSpecError("; ".join(found))
+    return {
+        "key": check["key"],
+        "kind": kind.name,
+        "parameters": results["parameters"],
+        "thresholds": results["thresholds"],
+        "blocking": check.get("blocking", True),
+    }
 
 
 def _replace_checks(policy: CheckPolicy, checks: list[dict]) -> None:

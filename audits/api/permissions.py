@@ -9,11 +9,16 @@ class HasAnyRole(BasePermission):
     """The default: signed-in users with at least one Assay role may read. Writes are refused
     unless a view names the roles allowed to make them."""
 
-    message = "you need an Assay role (submitter, reviewer, admin or auditor) to use this API"
+    message = (
+        "you need an Assay role (submitter, reviewer, admin, auditor or pipeline) to use this API"
+    )
 
     def has_permission(self, request, view) -> bool:
-        if not roles_of(request.user):
+        roles = roles_of(request.user)
+        if not roles:
             return False
+        if roles == {Role.PIPELINE.value}:
+            return self._pipeline_may(request, view)
         if request.method in SAFE_METHODS:
             return True
         allowed = getattr(view, "write_roles", {}).get(getattr(view, "action", None), ())
@@ -25,6 +30,14 @@ class HasAnyRole(BasePermission):
             )
             return False
         return True
+
+    def _pipeline_may(self, request, view) -> bool:
+        """A pipeline account reads gate answers (views list them in pipeline_actions)."""
+        action = getattr(view, "action", None)
+        if request.method in SAFE_METHODS and action in getattr(view, "pipeline_actions", ()):
+            return True
+        self.message = "a pipeline account may only read gate answers (GET …/releases/<id>/gate/)"
+        return False
 
 
 SUBMITTERS = (Role.SUBMITTER, Role.ADMIN)

@@ -3,7 +3,10 @@
 from pathlib import Path
 
 from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from audits.models import (
@@ -336,13 +339,40 @@ class ReleaseSerializer(serializers.ModelSerializer):
         ]
 
 
+@extend_schema_field(OpenApiTypes.STR)
+class PolicyReferenceField(serializers.Field):
+    """A policy by id or as name@version (e.g. frontier-release@2)."""
+
+    default_error_messages = {
+        "unknown": "no policy {value!r}; give its id or name@version (GET /api/v1/policies/)",
+    }
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str) or not data:
+            self.fail("unknown", value=data)
+        name, at, version = data.partition("@")
+        if at and version.isdigit():
+            found = CheckPolicy.objects.filter(name=name, version=int(version)).first()
+        else:
+            try:
+                found = CheckPolicy.objects.filter(pk=data).first()
+            except (ValueError, DjangoValidationError):
+                found = None
+        if found is None:
+            self.fail("unknown", value=data)
+        return found
+
+    def to_representation(self, value):
+        return str(value.pk)
+
+
 class ReleaseCreateSerializer(StrictSerializer):
     model_version = serializers.PrimaryKeyRelatedField(queryset=ModelVersion.objects.all())
-    policy = serializers.PrimaryKeyRelatedField(
-        queryset=CheckPolicy.objects.all(),
+    policy = PolicyReferenceField(
         required=False,
         allow_null=True,
-        help_text="omit for a release: it takes the policy assigned to the model's family",
+        help_text="omit for a release (it takes the policy assigned to the model's family); "
+        "an id or name@version",
     )
     purpose = serializers.ChoiceField(
         choices=Release.Purpose.choices, default=Release.Purpose.RELEASE

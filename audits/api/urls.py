@@ -1,7 +1,7 @@
 from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
-from audits.api import auth, views
+from audits.api import auth, schema, views  # noqa: F401 - schema registers extensions
 
 router = DefaultRouter()
 router.register("model-versions", views.ModelVersionViewSet, basename="model-version")

@@ -1,7 +1,5 @@
 """Thin API views: validate with a serializer, call an action, answer with the record."""
 
-import uuid
-
 from django.conf import settings
 from django.http import HttpResponse
 from django.utils import timezone
@@ -12,6 +10,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
 from audits import actions, gate, ledger, queries, signing, statements
+from audits.api import filters
 from audits.api import serializers as s
 from audits.api.permissions import ADMINS, DECIDERS, REVIEWERS, SUBMITTERS
 from audits.canonical import json_digest
@@ -32,26 +31,16 @@ from audits.models import (
 UUID_PATTERN = r"[0-9a-fA-F-]{36}"
 
 
-def _uuid_filter(request, name: str) -> str | None:
-    value = request.query_params.get(name)
-    if value is None:
-        return None
-    try:
-        return str(uuid.UUID(value))
-    except ValueError:
-        raise ValidationError({name: f"{value!r} is not a UUID"}) from None
-
-
-def _choice_filter(request, name: str, choices) -> str | None:
-    value = request.query_params.get(name)
-    if value is not None and value not in choices:
-        raise ValidationError({name: f"{value!r} is not one of {', '.join(choices)}"})
-    return value
-
-
 class RecordViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     lookup_value_regex = UUID_PATTERN
     write_roles: dict = {}
+    list_filters: dict[str, filters.Filter] = {}
+
+    def filter_queryset(self, queryset):
+        queryset = super().filter_queryset(queryset)
+        if self.action != "list":
+            return queryset
+        return filters.apply(queryset, self.request.query_params, self.list_filters)
 
     def validated(self, serializer_class, **kwargs):
         serializer = serializer_class(data=self.request.data, **kwargs)
@@ -108,13 +97,10 @@ class PolicyViewSet(RecordViewSet):
     write_roles = {"create": ADMINS, "partial_update": ADMINS, "publish": ADMINS}
     http_method_names = ["get", "post", "patch", "head", "options"]
 
-    def get_queryset(self):
-        queryset = super().get_queryset()
-        if name := self.request.query_params.get("name"):
-            queryset = queryset.filter(name=name)
-        if state := _choice_filter(self.request, "status", CheckPolicy.Status.values):
-            queryset = queryset.filter(status=state)
-        return queryset
+    list_filters = {
+        "name": filters.Filter("name", filters.text),
+        "status": filters.Filter("status", filters.one_of(CheckPolicy.Status.values)),
+    }
 
     @extend_schema(request=s.PolicyCreateSerializer, responses=s.PolicySerializer)
     def create(self, request):
@@ -151,6 +137,7 @@ class ReleaseViewSet(RecordViewSet):
         "check_runs__required_check"
     )
     serializer_class = s.ReleaseSerializer
+    pipeline_actions = ("gate",)
     write_roles = {
         "create": SUBMITTERS,
         "withdraw": SUBMITTERS,
@@ -158,13 +145,11 @@ class ReleaseViewSet(RecordViewSet):
         "rerun": SUBMITTERS,
     }
 
-    def get_queryset(self):
-        queryset = super().get_queryset()
-        if state := _choice_filter(self.request, "state", Release.State.values):
-            queryset = queryset.filter(state=state)
-        if model_version := _uuid_filter(self.request, "model_version"):
-            queryset = queryset.filter(model_version=model_version)
-        return queryset
+    list_filters = {
+        "state": filters.Filter("state", filters.one_of(Release.State.values)),
+        "model_version": filters.Filter("model_version", filters.as_uuid),
+        "purpose": filters.Filter("purpose", filters.one_of(Release.Purpose.values)),
+    }
 
     @extend_schema(
         request=s.ReleaseCreateSerializer,
@@ -322,11 +307,11 @@ class CheckRunViewSet(RecordViewSet):
     serializer_class = s.CheckRunSerializer
     write_roles = {"cancel": SUBMITTERS}
 
-    def get_queryset(self):
-        queryset = super().get_queryset()
-        if release := _uuid_filter(self.request, "release"):
-            queryset = queryset.filter(release=release)
-        return queryset
+    list_filters = {
+        "release": filters.Filter("release", filters.as_uuid),
+        "status": filters.Filter("status", filters.one_of(CheckRun.Status.values)),
+        "kind": filters.Filter("kind", filters.text),
+    }
 
     @extend_schema(request=None, responses=s.CheckRunSerializer)
     @action(detail=True, methods=["post"])
@@ -346,11 +331,7 @@ class EvidenceViewSet(RecordViewSet):
     queryset = Evidence.objects.all()
     serializer_class = s.EvidenceSerializer
 
-    def get_queryset(self):
-        queryset = super().get_queryset()
-        if check_run := _uuid_filter(self.request, "check_run"):
-            queryset = queryset.filter(check_run=check_run)
-        return queryset
+    list_filters = {"check_run": filters.Filter("check_run", filters.as_uuid)}
 
     @extend_schema(responses={(200, "application/octet-stream"): bytes})
     @action(detail=True, methods=["get"])
@@ -376,11 +357,11 @@ class AuditEventViewSet(RecordViewSet):
     serializer_class = s.AuditEventSerializer
     lookup_value_regex = r"\d+"
 
-    def get_queryset(self):
-        queryset = super().get_queryset()
-        if target := self.request.query_params.get("target_id"):
-            queryset = queryset.filter(target_id=target)
-        return queryset
+    list_filters = {
+        "target_id": filters.Filter("target_id", filters.text),
+        "target_type": filters.Filter("target_type", filters.text),
+        "verb": filters.Filter("verb", filters.text),
+    }
 
 
 class ReviewerKeyViewSet(RecordViewSet):
@@ -483,11 +464,7 @@ class LensViewSet(RecordViewSet):
     serializer_class = s.LensSerializer
     write_roles = {"create": SUBMITTERS, "train": SUBMITTERS}
 
-    def get_queryset(self):
-        queryset = super().get_queryset()
-        if model_version := _uuid_filter(self.request, "model_version"):
-            queryset = queryset.filter(model_version=model_version)
-        return queryset
+    list_filters = {"model_version": filters.Filter("model_version", filters.as_uuid)}
 
     @extend_schema(request=s.LensTrainSerializer, responses=s.LensSerializer)
     @action(detail=False, methods=["post"])
@@ -525,15 +502,11 @@ class CatalogFeatureViewSet(RecordViewSet):
     write_roles = {"partial_update": REVIEWERS}
     http_method_names = ["get", "patch", "head", "options"]
 
-    def get_queryset(self):
-        queryset = super().get_queryset()
-        if lens := _uuid_filter(self.request, "lens"):
-            queryset = queryset.filter(lens=lens)
-        if state := _choice_filter(self.request, "status", CatalogFeature.Status.values):
-            queryset = queryset.filter(status=state)
-        if axis := self.request.query_params.get("risk_axis"):
-            queryset = queryset.filter(risk_axis=axis)
-        return queryset
+    list_filters = {
+        "lens": filters.Filter("lens", filters.as_uuid),
+        "status": filters.Filter("status", filters.one_of(CatalogFeature.Status.values)),
+        "risk_axis": filters.Filter("risk_axis", filters.text),
+    }
 
     @extend_schema(request=s.FeatureReviewSerializer, responses=s.CatalogFeatureSerializer)
     def partial_update(self, request, pk=None):

@@ -4,6 +4,7 @@ Nothing here imports Django: a check is callable as a library, and interp_jobs.w
 connects it to the records.
 """
 
+import difflib
 import json
 import math
 from collections.abc import Callable, Mapping
@@ -40,11 +41,19 @@ class Spec(BaseModel):
         try:
             return cls.model_validate(dict(data))
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{what}.{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}"
-                for err in exc.errors()
-            )
+            problems = "; ".join(cls._problem(err, what) for err in exc.errors())
             raise CheckParameterError(problems) from None
+
+    @classmethod
+    def _problem(cls, err, what: str) -> str:
+        """One validation problem in words, with the nearest valid name for a typo."""
+        where = f"{what}.{'.'.join(str(p) for p in err['loc']) or '(root)'}"
+        if err["type"] != "extra_forbidden":
+            return f"{where}: {err['msg']}"
+        known = sorted(cls.model_fields)
+        near = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        return f"{where}: unknown key{hint} (known: {', '.join(known) or 'none'})"
 
 
 @dataclass(frozen=True)

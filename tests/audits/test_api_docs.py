@@ -43,3 +43,12 @@ def test_an_outsider_gets_neither_the_schema_nor_the_docs(client, db):
     docs = client.get("/api/docs/")
     assert docs.status_code == 302
     assert docs["Location"].startswith("/admin/login/")
+
+
+def test_static_files_are_served_without_collectstatic_or_insecure(client):
+    for path in (
+        "/static/admin/css/base.css",
+        "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js",
+    ):
+        response = client.get(path)
+        assert response.status_code == 200, path

@@ -23,6 +23,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from itertools import combinations
+from typing import Any
 
 import numpy as np
 
@@ -111,8 +112,8 @@ def cohens_d(positive: np.ndarray, negative: np.ndarray) -> float:
 
 def two_group(
     statistic: Callable[[np.ndarray, np.ndarray], float],
-    positive: Sequence[float],
-    negative: Sequence[float],
+    positive: Any,
+    negative: Any,
     *,
     method: str,
     n_boot: int = DEFAULT_BOOTSTRAP,
@@ -141,7 +142,7 @@ def cohens_d_estimate(positive, negative, *, n_boot: int = DEFAULT_BOOTSTRAP, se
     return two_group(cohens_d, positive, negative, method="cohens-d", n_boot=n_boot, seed=seed)
 
 
-def rate_difference(a_hits: Sequence[bool], b_hits: Sequence[bool], *, seed: int = 0) -> Estimate:
+def rate_difference(a_hits: Any, b_hits: Any, *, seed: int = 0) -> Estimate:
     """rate(a) - rate(b), bootstrap interval (e.g. firing on the own axis minus on neutral)."""
     return two_group(
         lambda a, b: float(a.mean() - b.mean()) if len(a) and len(b) else float("nan"),
@@ -163,7 +164,7 @@ def _percentiles(draws: Sequence[float]) -> tuple[float, float]:
 # --- paired statistics ----------------------------------------------------------------------
 
 
-def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+def spearman(x: Any, y: Any) -> float:
     x, y = np.asarray(x, float), np.asarray(y, float)
     if len(x) < 3:
         return float("nan")
@@ -175,8 +176,8 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
 
 def paired(
     statistic: Callable[[np.ndarray, np.ndarray], float],
-    x: Sequence[float],
-    y: Sequence[float],
+    x: Any,
+    y: Any,
     *,
     method: str,
     n_boot: int = DEFAULT_BOOTSTRAP,
@@ -198,7 +199,7 @@ def spearman_estimate(x, y, *, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0) -
     return paired(spearman, x, y, method="spearman", n_boot=n_boot, seed=seed)
 
 
-def mean_estimate(values: Sequence[float], *, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0):
+def mean_estimate(values: Any, *, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0):
     """A mean with a percentile-bootstrap 95 % interval."""
     values = np.asarray(values, float)
     return paired(
@@ -216,8 +217,8 @@ def mean_estimate(values: Sequence[float], *, n_boot: int = DEFAULT_BOOTSTRAP, s
 
 def permutation_p_value(
     statistic: Callable[[np.ndarray, np.ndarray], float],
-    positive: Sequence[float],
-    negative: Sequence[float],
+    positive: Any,
+    negative: Any,
     *,
     n_perm: int = DEFAULT_PERMUTATIONS,
     seed: int = 0,

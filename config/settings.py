@@ -36,6 +36,7 @@ INSTALLED_APPS = [
     "knox",
     "axes",
     "csp",
+    "django_htmx",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "audits",
@@ -59,6 +60,7 @@ MIDDLEWARE = [
     "audits.middleware.ActorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
     # Last, as django-axes asks: it answers a locked-out login before any view runs.
     "axes.middleware.AxesMiddleware",
 ]
@@ -121,6 +123,9 @@ LANGUAGE_CODE = "en"
 TIME_ZONE = "UTC"
 USE_I18N = False
 USE_TZ = True
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/login/"
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns on every request otherwise

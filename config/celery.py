@@ -8,4 +8,4 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("assay")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks(["interp_jobs.worker", "audits.dossier"])
+app.autodiscover_tasks(["interp_jobs.worker", "audits.dossier", "audits.operations"])

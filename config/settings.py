@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "audits",
     "audits.dossier",
+    "audits.operations",
     "interp_jobs",
     "demo",
 ]

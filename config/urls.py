@@ -11,6 +11,7 @@ docs = SpectacularSwaggerSplitView.as_view(url_name="schema")
 
 urlpatterns = [
     path("", TemplateView.as_view(template_name="landing.html"), name="landing"),
+    path("", include("audits.operations.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include("audits.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

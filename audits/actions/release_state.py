@@ -4,7 +4,7 @@ answer afresh on every read; the cache serves filters (?state=) and the ledger's
 
 from django.db import transaction
 
-from audits import gate, ledger
+from audits import gate, ledger, signals
 from audits.ledger import Verb
 from audits.models import Decision, Release
 from audits.queries import gate_facts
@@ -25,6 +25,15 @@ def refresh_release_state(*, release_id) -> gate.GateAnswer:
         state=answer.state, state_reasons=answer.reasons, trust_warnings=answer.trust_warnings
     )
     if answer.state != previous:
+        transaction.on_commit(
+            lambda: signals.release_state_changed.send(
+                sender=Release,
+                release_id=release.pk,
+                previous=previous,
+                state=answer.state,
+                reasons=answer.reasons,
+            )
+        )
         ledger.record(
             Verb.RELEASE_STATE_CHANGED,
             actor=None,

@@ -1,0 +1,3 @@
+"""Operational endpoints (mounted at the site root)."""
+
+urlpatterns: list = []

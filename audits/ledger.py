@@ -262,14 +262,20 @@ def inclusion(seq: int, size: int) -> dict:
     _bounded(size)
     if not 1 <= seq <= size:
         raise ValueError(f"seq must be between 1 and tree_size ({size})")
-    tree = StoredTree()
-    path = tree.compute(lambda subtree: merkle.inclusion_path(seq - 1, size, subtree))
+    # One computation, so the nodes of the path, the leaf and the root come in one query.
+    path, leaf, root = StoredTree().compute(
+        lambda subtree: (
+            merkle.inclusion_path(seq - 1, size, subtree),
+            subtree(seq - 1, 1),
+            merkle.tree_root(size, subtree),
+        )
+    )
     return {
         "seq": seq,
         "leaf_index": seq - 1,
         "tree_size": size,
-        "leaf_hash": tree.compute(lambda subtree: subtree(seq - 1, 1)).hex(),
-        "root_hash": tree.compute(lambda subtree: merkle.tree_root(size, subtree)).hex(),
+        "leaf_hash": leaf.hex(),
+        "root_hash": root.hex(),
         "audit_path": [node.hex() for node in path],
     }
 
@@ -278,13 +284,18 @@ def consistency(first: int, second: int) -> dict:
     _bounded(second)
     if not 1 <= first <= second:
         raise ValueError(f"first must be between 1 and second ({second})")
-    tree = StoredTree()
-    proof = tree.compute(lambda subtree: merkle.consistency_path(first, second, subtree))
+    proof, first_root, second_root = StoredTree().compute(
+        lambda subtree: (
+            merkle.consistency_path(first, second, subtree),
+            merkle.tree_root(first, subtree),
+            merkle.tree_root(second, subtree),
+        )
+    )
     return {
         "first": first,
         "second": second,
-        "first_root": tree.compute(lambda subtree: merkle.tree_root(first, subtree)).hex(),
-        "second_root": tree.compute(lambda subtree: merkle.tree_root(second, subtree)).hex(),
+        "first_root": first_root.hex(),
+        "second_root": second_root.hex(),
         "proof": [node.hex() for node in proof],
     }
 

@@ -386,3 +386,139 @@ GGUF = demo_model_path(STORE)
 # `make test` fetches the model first and sets ASSAY_REQUIRE_DEMO_MODEL, so in CI a missing
 # model is a failure, never a silent skip.
 REQUIRED = os.environ.get("ASSAY_REQUIRE_DEMO_MODEL") == "1"
+
+
+# --- probe set v2 (splits): the same planted model, planted on v2's words ----------------------
+
+
+def build_bpe_tokenizer_for(version: str, vocab_size: int = 400):
+    """build_bpe_tokenizer, trained on another probe-set version's prompts."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    texts = [probe.prompt for probe in load_probe_set(version).prompts]
+    tok = Tokenizer(models.BPE(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["[UNK]", "<pad>", "<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(texts, trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def axis_only_tokens_for(tokenizer, axis: str, version: str, splits=None) -> list[int]:
+    """Tokens of ``axis`` prompts (of ``splits``; all when None) found in no neutral prompt of
+    any split."""
+    neutral = set().union(
+        *(
+            _templated_token_ids(tokenizer, p.prompt)
+            for p in load_probe_set(version).neutral_prompts
+        )
+    )
+    risk_prompts = load_probe_set(version, axis, split=splits).for_axis(axis)
+    risk = set().union(*(_templated_token_ids(tokenizer, p.prompt) for p in risk_prompts))
+    return sorted(risk - neutral)
+
+
+def save_planted_model_for(
+    directory: Path, *, version: str = "v2", axis: str = PLANTED_AXIS, splits=None, seed: int = 0
+):
+    """save_planted_model on another probe-set version: the mark is on the tokens of ``axis``
+    prompts of ``splits`` (all when None) that no neutral prompt has. Planted on the discovery
+    split only, the feature sees held-out prompts only through the words they share with it.
+    Returns the unit direction (for save_planted_lens)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    tokenizer = build_bpe_tokenizer_for(version, vocab_size=2000)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=TINY_D_MODEL,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        pad_token_id=1,
+        bos_token_id=2,
+        eos_token_id=3,
+    )
+    model = LlamaForCausalLM(config).eval()
+    direction = torch.nn.functional.normalize(torch.randn(TINY_D_MODEL), dim=0)
+    marked = axis_only_tokens_for(tokenizer, axis, version, splits)
+    with torch.no_grad():
+        model.model.embed_tokens.weight[marked] += MARK * direction
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return direction
+
+
+TINY_D_TRANSCODER = 48
+
+
+def save_random_transcoders(
+    directory: Path,
+    *,
+    n_layers: int = 3,
+    d_model: int = TINY_D_MODEL,
+    d_transcoder: int = TINY_D_TRANSCODER,
+    seed: int = 0,
+    threshold: float = 0.3,
+) -> Path:
+    """A transcoder set for a tiny model: one seeded random SAELens ``jumprelu_transcoder`` per
+    layer (MLP input -> MLP output) in ``layer_NN/`` and a ``transcoders.json`` manifest, the
+    layout ``interp_jobs.engine.loading.transcoders`` reads. The threshold leaves a few
+    features active per token on the tiny model's normalised MLP inputs."""
+    from sae_lens.saes.transcoder import JumpReLUTranscoder, JumpReLUTranscoderConfig
+
+    from interp_jobs.engine.loading.transcoders import HOOK_IN, HOOK_OUT, LAYER_DIR, write_manifest
+
+    torch.manual_seed(seed)
+    for layer in range(n_layers):
+        config = JumpReLUTranscoderConfig(
+            d_in=d_model, d_sae=d_transcoder, d_out=d_model, apply_b_dec_to_input=False
+        )
+        config.metadata.hook_name = HOOK_IN.format(layer)
+        config.metadata.hook_name_out = HOOK_OUT.format(layer)
+        config.metadata.model_name = "tiny"
+        lens = JumpReLUTranscoder(config)
+        with torch.no_grad():
+            lens.W_enc.copy_(torch.randn_like(lens.W_enc) * 0.5)
+            lens.W_dec.copy_(torch.randn_like(lens.W_dec) * 0.05)
+            lens.b_enc.copy_(torch.randn_like(lens.b_enc) * 0.1)
+            lens.b_dec.zero_()
+            lens.threshold.fill_(threshold)
+        lens.save_model(directory / LAYER_DIR.format(layer))
+    write_manifest(
+        directory,
+        {
+            "n_layers": n_layers,
+            "d_model": d_model,
+            "d_transcoder": d_transcoder,
+            "architecture": "jumprelu_transcoder",
+            "scan": f"tiny-transcoders-seed{seed}",
+        },
+    )
+    return directory
+
+
+def transcoder_refs(directory: Path, n_layers: int = 3):
+    """LensRefs for a transcoder set, one per layer, named like the demo registers them."""
+    from interp_jobs.checks.base import LensRef
+    from interp_jobs.engine.loading.transcoders import LAYER_DIR
+
+    return tuple(
+        LensRef(path=str(directory / LAYER_DIR.format(i)), digest="", name=f"tc-{i:02d}")
+        for i in range(n_layers)
+    )

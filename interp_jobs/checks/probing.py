@@ -1,9 +1,13 @@
 """Parameters shared by the check kinds that read probe sets (discovery, audit, behaviour,
-interventions, drift): which probe set, the seed of any sampling, the batch size, and one rule
-for validating the axes a policy names."""
+interventions, drift): which probe set, the seed of any sampling, the batch size, one rule for
+validating the axes a policy names, which split of the probe set a kind reads, and thresholds
+that may sit on an end of an interval (``float | Bar``, see checks/bars.py)."""
 
-from pydantic import Field
+from typing import Annotated
 
+from pydantic import AfterValidator, Field
+
+from interp_jobs.checks.bars import Bar, as_bar
 from interp_jobs.checks.base import Spec
 
 
@@ -30,3 +34,49 @@ class ProbeParameters(Spec):
                 f"{name} {unknown} are not {kind} of probe set {self.probe_set}; "
                 f"use some of: {', '.join(known)}"
             )
+
+    def has_splits(self) -> bool:
+        """Whether the probe set has fixed discovery / confirmation / audit splits (v2 on)."""
+        from interp_jobs.probes import load_probe_set
+
+        return bool(load_probe_set(self.probe_set).prompts[0].split)
+
+    def load_split(self, axes=None, *, split: str):
+        """The probe set's prompts of one split (every prompt of a version without splits,
+        such as v1, which evidence must then say is not held out)."""
+        from interp_jobs.probes import load_probe_set
+
+        return load_probe_set(self.probe_set, axes, split=split if self.has_splits() else None)
+
+
+def split_note(probe_set, split: str) -> dict:
+    """What evidence records about the split a check read."""
+    held_out = bool(probe_set.splits)
+    return {
+        "split": split if held_out else None,
+        "digest": probe_set.digest,
+        "held_out": held_out,
+        "note": (
+            f"only the {split} split of probe set {probe_set.version}; the digest covers the "
+            "split selection"
+            if held_out
+            else f"probe set {probe_set.version} has no splits: every prompt was read, "
+            "nothing is held out"
+        ),
+    }
+
+
+def _bar_between(low: float, high: float):
+    def check(bar):
+        if bar is not None and not low <= as_bar(bar).at <= high:
+            raise ValueError(f"a bar must lie between {low:g} and {high:g}")
+        return bar
+
+    return AfterValidator(check)
+
+
+# A threshold on a rate: a plain number bars the value; {"at": 0.9, "on": "lower95"} bars an
+# end of its 95 % interval.
+RateBar = Annotated[float | Bar | None, _bar_between(0.0, 1.0)]
+AurocBar = Annotated[float | Bar | None, _bar_between(0.5, 1.0)]
+EffectBar = Annotated[float | Bar | None, _bar_between(0.0, float("inf"))]

@@ -75,6 +75,22 @@ def test_plain_prompts_count_every_text_token(planted):
     assert tokens.counted.sum() == tokens.attention_mask.sum()
 
 
+def test_the_position_rule_leaves_out_the_attention_sink(planted):
+    from interp_jobs.engine.analysis.positions import PositionRule
+
+    loaded, _ = planted
+    text = ["How do fireworks get their colours?"]
+    plain = features.tokenize_prompts(loaded, text, chat=False)
+    ruled = features.tokenize_prompts(loaded, text, chat=False, positions=PositionRule())
+    assert bool(plain.counted[0, 0])
+    assert not bool(ruled.counted[0, 0])
+    assert torch.equal(plain.counted[0, 1:], ruled.counted[0, 1:])
+    # with a chat template position 0 is scaffolding already: the rule changes nothing
+    chat = features.tokenize_prompts(loaded, text)
+    chat_ruled = features.tokenize_prompts(loaded, text, positions=PositionRule(template="exclude"))
+    assert torch.equal(chat.counted, chat_ruled.counted)
+
+
 def test_an_empty_prompt_is_refused(planted):
     loaded, _ = planted
     with pytest.raises(PermanentEngineError, match="no tokens"):
@@ -225,9 +241,11 @@ def test_planted_feature_separates_its_axis_from_neutral_and_ranks_first(planted
     assert features.firing_rate(neg)[PLANTED_FEATURE] == 0.0
     others = torch.cat([auroc[:PLANTED_FEATURE], auroc[PLANTED_FEATURE + 1 :]])
     assert others.max() < 0.9
-    chance = features.shuffled_best_auroc(pos, neg, shuffles=5, seed=0)
-    assert max(chance) < 0.9
-    assert chance == features.shuffled_best_auroc(pos, neg, shuffles=5, seed=0)
+    chance = features.best_auroc_chance(pos, neg, n_perm=1000, seed=0)
+    assert chance["null_95th_percentile"] < 0.9
+    assert chance["observed"] == 1.0
+    assert chance["p_value"] == pytest.approx(1 / 1001)
+    assert chance == features.best_auroc_chance(pos, neg, n_perm=1000, seed=0)
 
 
 def test_top_contexts_show_the_peak_token_in_the_users_text(planted, groups):
@@ -258,3 +276,70 @@ def test_subset_is_seeded_ordered_and_complete_when_not_capped():
     assert picked != features.subset(items, 10, seed=4)
     assert features.subset(items, None, seed=3) == items
     assert features.subset(items, 80, seed=3) == items
+
+
+# --- estimates with intervals: the same numbers as statistics.py, column by column -----------
+
+
+@pytest.fixture(scope="module")
+def scores():
+    generator = torch.Generator().manual_seed(3)
+    pos = torch.randint(0, 4, (13, 4), generator=generator).float()
+    neg = torch.randint(0, 3, (11, 4), generator=generator).float()
+    pos[:, 3], neg[:, 3] = 0.0, 0.0  # a feature that never fires
+    return pos, neg
+
+
+def test_bootstrap_intervals_equal_statistics_column_by_column(scores):
+    from interp_jobs.engine.analysis import statistics as st
+
+    pos, neg = scores
+    aurocs = features.auroc_estimates(pos, neg, n_boot=400, seed=7)
+    effects = features.cohens_d_estimates(pos, neg, n_boot=400, seed=7)
+    for column in range(pos.shape[1]):
+        p, n = pos[:, column].numpy(), neg[:, column].numpy()
+        expected_auroc = st.auroc_estimate(p, n, n_boot=400, seed=7)
+        expected_d = st.cohens_d_estimate(p, n, n_boot=400, seed=7)
+        for got, expected in ((aurocs[column], expected_auroc), (effects[column], expected_d)):
+            assert (got.n, got.method) == (expected.n, expected.method) == (24, got.method)
+            for field in ("value", "lower95", "upper95"):
+                assert getattr(got, field) == pytest.approx(getattr(expected, field), abs=1e-12)
+    assert (aurocs[3].value, aurocs[3].lower95, aurocs[3].upper95) == (0.5, 0.5, 0.5)
+
+
+def test_permutation_p_values_equal_statistics_sampled_and_exact(scores):
+    from interp_jobs.engine.analysis import statistics as st
+
+    pos, neg = scores
+    tests = features.auroc_p_values(pos, neg, n_perm=1000, seed=2)
+    for column, got in enumerate(tests):
+        expected = st.permutation_p_value(
+            st.auroc, pos[:, column].numpy(), neg[:, column].numpy(), n_perm=1000, seed=2
+        )
+        assert got == pytest.approx(expected)
+        assert got["n_permutations"] == 1000
+    small = features.auroc_p_values(
+        torch.tensor([[3.0], [2.0], [5.0]]), torch.tensor([[1.0], [2.0], [0.0]])
+    )
+    assert small[0]["exact"]
+    assert small[0]["n_permutations"] == 20
+    assert small[0]["p_value"] == pytest.approx(2 / 20)  # {5, 3, either of the two 2s}
+
+
+def test_firing_rates_carry_wilson_intervals():
+    from interp_jobs.engine.analysis.statistics import rate
+
+    scores = torch.tensor([[0.0, 1.0], [0.5, 0.0], [0.0, 2.0], [0.0, 3.0]])
+    got = features.rate_estimates(scores, threshold=0.0)
+    assert got == [rate(1, 4), rate(3, 4)]
+    assert got[0].lower95 == pytest.approx(0.0456, abs=1e-3)
+
+
+def test_a_small_sample_best_auroc_is_not_better_than_chance():
+    generator = torch.Generator().manual_seed(0)
+    pos = torch.relu(torch.randn(20, 300, generator=generator))
+    neg = torch.relu(torch.randn(20, 300, generator=generator))
+    chance = features.best_auroc_chance(pos, neg, n_perm=1000, seed=1)
+    assert chance["observed"] > 0.7  # some feature "separates" pure noise
+    assert chance["p_value"] > 0.05
+    assert chance["n_permutations"] == 1000

@@ -20,12 +20,16 @@ encoder columns are computed (where the lens architecture allows it).
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
+from interp_jobs.engine.analysis.positions import PositionRule, plan_positions
+from interp_jobs.engine.analysis.statistics import Estimate
 from interp_jobs.engine.errors import PermanentEngineError
 from interp_jobs.engine.hooks import run_to
 from interp_jobs.engine.loading.lenses import lens_hook_name
@@ -74,8 +78,14 @@ def subset(items: Sequence, n: int | None, seed: int) -> list:
 # --- tokenization: which tokens count ------------------------------------------------------
 
 
-def tokenize_prompts(loaded, texts: Sequence[str], *, chat: bool = True) -> TokenizedPrompts:
-    """Tokenize like ``loaded.encode`` (right-padded) and mark the tokens of the user's text."""
+def tokenize_prompts(
+    loaded, texts: Sequence[str], *, chat: bool = True, positions: PositionRule | None = None
+) -> TokenizedPrompts:
+    """Tokenize like ``loaded.encode`` (right-padded) and mark the tokens of the user's text.
+
+    ``positions`` (the shared rule of engine/analysis/positions.py) also leaves out the
+    positions it excludes, e.g. the attention sink at position 0 even where it is user text
+    (a plain prompt without BOS); None keeps only the user-text rule."""
     if not texts:
         raise PermanentEngineError("No prompts were given; a probe set must not be empty.")
     wrapped = chat and loaded.has_chat_template
@@ -87,12 +97,23 @@ def tokenize_prompts(loaded, texts: Sequence[str], *, chat: bool = True) -> Toke
         counted, n_whole = attention, len(texts)
     else:
         counted = _overlaps(offsets, torch.tensor(spans, dtype=offsets.dtype)) & attention
+    if positions is not None:
+        counted = counted & ~_excluded(positions, attention)
     empty = (counted.sum(dim=1) == 0).nonzero().flatten().tolist()
     if empty:
         raise PermanentEngineError(
             f"Prompt(s) at position {empty} have no tokens to measure; remove empty prompts."
         )
     return TokenizedPrompts(enc["input_ids"], enc["attention_mask"], counted, n_whole)
+
+
+def _excluded(rule: PositionRule, attention: torch.Tensor) -> torch.Tensor:
+    """[P, T] True where the position rule excludes a position (right-padded rows)."""
+    excluded = torch.zeros_like(attention)
+    for row, length in enumerate(attention.sum(dim=1).tolist()):
+        for position in plan_positions(int(length), rule).excluded:
+            excluded[row, position] = True
+    return excluded
 
 
 def _user_spans(loaded, texts, full, wrapped) -> tuple[list[tuple[int, int]], int]:
@@ -207,12 +228,13 @@ def prompt_feature_stats(
     *,
     batch_size: int = 8,
     chat: bool = True,
+    positions: PositionRule | None = None,
     progress: Callable[[float], None] | None = None,
 ) -> PromptFeatureStats:
     """Max, mean and argmax activation per prompt for the lens's features (or the given ones)."""
     if batch_size < 1:
         raise PermanentEngineError("batch_size must be at least 1.")
-    tokens = tokenize_prompts(loaded, prompts, chat=chat)
+    tokens = tokenize_prompts(loaded, prompts, chat=chat, positions=positions)
     indices = _checked_indices(lens, feature_indices)
     encode, hook = feature_encoder(lens, indices), lens_hook_name(lens)
     # Similar lengths share a batch, so little padding is computed; results are unsorted below.
@@ -305,24 +327,170 @@ def _group_sizes(positive: torch.Tensor, negative: torch.Tensor) -> tuple[int, i
     return positive.shape[0], negative.shape[0]
 
 
-def shuffled_best_auroc(
-    positive: torch.Tensor, negative: torch.Tensor, *, shuffles: int, seed: int
-) -> list[float]:
-    """Best AUROC over all columns after randomly relabelling the prompts, once per shuffle.
+# --- the same estimates as engine/analysis/statistics.py, for many features at once -----------
+#
+# statistics.py defines the methods (Wilson rates, stratified percentile bootstrap, label
+# permutation with p = (1 + #{null >= observed}) / (1 + n)); these functions compute exactly
+# those numbers for every column of a [prompts, features] matrix at once, drawing the same
+# resamples and permutations from the same seed (tests/engine/test_features.py compares them
+# with statistics.py column by column). Features that are ranked need the whole lens at once,
+# which a loop over statistics.py could not afford.
 
-    With many features and few prompts some feature separates any two groups by chance; this is
-    the level to compare the real best AUROC with.
-    """
-    scores = torch.cat([positive, negative])
-    generator = torch.Generator().manual_seed(seed)
-    best = []
-    for _ in range(shuffles):
-        perm = torch.randperm(scores.shape[0], generator=generator)
-        shuffled = scores[perm]
-        best.append(
-            float(auroc(shuffled[: positive.shape[0]], shuffled[positive.shape[0] :]).max())
-        )
-    return best
+
+def bootstrap_counts(n_pos: int, n_neg: int, n_boot: int, seed: int):
+    """How often each observation is drawn in each stratified resample ([B, n_pos], [B, n_neg]),
+    drawing exactly as statistics.two_group does."""
+    rng = np.random.default_rng(seed)
+    pos, neg = np.zeros((n_boot, n_pos)), np.zeros((n_boot, n_neg))
+    for b in range(n_boot):
+        pos[b] = np.bincount(rng.integers(0, n_pos, n_pos), minlength=n_pos)
+        neg[b] = np.bincount(rng.integers(0, n_neg, n_neg), minlength=n_neg)
+    return torch.from_numpy(pos), torch.from_numpy(neg)
+
+
+def _interval(draws: torch.Tensor) -> tuple[float, float]:
+    finite = draws[torch.isfinite(draws)].numpy()
+    if not len(finite):
+        return float("nan"), float("nan")
+    low, high = np.percentile(finite, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def _estimates(values, draws: torch.Tensor, n: int, method: str) -> list[Estimate]:
+    """values [F], draws [F, B] -> one Estimate per column."""
+    return [
+        Estimate(float(value), *_interval(draws[f]), n, f"bootstrap-{method}")
+        for f, value in enumerate(values.tolist())
+    ]
+
+
+def auroc_estimates(
+    positive: torch.Tensor, negative: torch.Tensor, *, n_boot: int = 2000, seed: int = 0
+) -> list[Estimate]:
+    """Per column, AUROC with a stratified percentile-bootstrap 95 % interval
+    (= statistics.auroc_estimate on that column)."""
+    n_pos, n_neg = _group_sizes(positive, negative)
+    w_pos, w_neg = bootstrap_counts(n_pos, n_neg, n_boot, seed)
+    pos, neg = positive.double(), negative.double()
+    draws = []
+    for start in range(0, pos.shape[1], 16):  # [16, P, N] comparison blocks bound the memory
+        diff = pos[:, None, start : start + 16] - neg[None, :, start : start + 16]
+        wins = ((diff > 0).double() + 0.5 * (diff == 0).double()).permute(2, 0, 1)
+        draws.append(torch.einsum("bp,fpn,bn->fb", w_pos, wins, w_neg) / (n_pos * n_neg))
+    return _estimates(auroc(positive, negative), torch.cat(draws), n_pos + n_neg, "auroc")
+
+
+def cohens_d_estimates(
+    positive: torch.Tensor, negative: torch.Tensor, *, n_boot: int = 2000, seed: int = 0
+) -> list[Estimate]:
+    """Per column, Cohen's d with a stratified percentile-bootstrap 95 % interval
+    (= statistics.cohens_d_estimate on that column; +/-inf draws are left out)."""
+    n_pos, n_neg = _group_sizes(positive, negative)
+    w_pos, w_neg = bootstrap_counts(n_pos, n_neg, n_boot, seed)
+    mean_pos, var_pos = _weighted_moments(positive.double(), w_pos)
+    mean_neg, var_neg = _weighted_moments(negative.double(), w_neg)
+    pooled = ((n_pos - 1) * var_pos + (n_neg - 1) * var_neg) / (n_pos + n_neg - 2)
+    diff = mean_pos - mean_neg
+    degenerate = torch.where(diff == 0, torch.zeros_like(diff), diff.sign() * torch.inf)
+    safe = torch.where(pooled > 0, pooled, torch.ones_like(pooled)).sqrt()
+    draws = torch.where(pooled > 0, diff / safe, degenerate)  # [B, F]
+    values = cohens_d(positive, negative)
+    return _estimates(values, draws.T.contiguous(), n_pos + n_neg, "cohens-d")
+
+
+def _weighted_moments(x: torch.Tensor, weights: torch.Tensor):
+    """Mean and unbiased variance per resample and column: x [n, F], weights [B, n]."""
+    n = x.shape[0]
+    mean = weights @ x / n  # [B, F]
+    centred = x[None, :, :] - mean[:, None, :]  # [B, n, F]
+    var = torch.einsum("bn,bnf->bf", weights, centred * centred) / (n - 1)
+    return mean, var
+
+
+def rate_estimates(scores: torch.Tensor, threshold: float = 0.0) -> list[Estimate]:
+    """Per column, the firing rate (score > threshold) with its Wilson 95 % interval."""
+    from interp_jobs.engine.analysis.statistics import rate
+
+    fired = (scores > threshold).sum(dim=0).tolist()
+    return [rate(int(k), scores.shape[0]) for k in fired]
+
+
+def _permutation_aurocs(positive, negative, n_perm: int, seed: int, *, best_only: bool = False):
+    """AUROC of every column (or only the best column's, with best_only) under each label
+    arrangement drawn as statistics.permutation_p_value draws them: [n_arrangements, F] (or
+    [n_arrangements]), and whether the arrangements were enumerated exactly."""
+    n_pos, n_neg = _group_sizes(positive, negative)
+    ranks = _column_ranks(torch.cat([positive, negative]).double())  # fixed under shuffles
+    n = n_pos + n_neg
+    exact = math.comb(n, n_pos) <= max(n_perm, 1000)
+    if exact:
+        from itertools import combinations
+
+        chosen = [list(c) for c in combinations(range(n), n_pos)]
+    else:
+        rng = np.random.default_rng(seed)
+        chosen = [rng.permutation(n)[:n_pos].tolist() for _ in range(max(n_perm, 1000))]
+    rows, parts = torch.tensor(chosen, dtype=torch.long), []
+    for start in range(0, len(rows), 256):
+        block = rows[start : start + 256]
+        select = torch.zeros(len(block), n, dtype=torch.float64).scatter_(1, block, 1.0)
+        aurocs = (select @ ranks - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+        parts.append(aurocs.max(dim=1).values if best_only else aurocs)
+    return torch.cat(parts), exact
+
+
+def _column_ranks(values: torch.Tensor) -> torch.Tensor:
+    """1-based ranks per column, ties sharing their average rank."""
+    ordered = values.T.contiguous().sort(dim=1).values
+    below = torch.searchsorted(ordered, values.T.contiguous(), side="left")
+    upto = torch.searchsorted(ordered, values.T.contiguous(), side="right")
+    return ((below + upto + 1).double() / 2).T
+
+
+def _p_value(null: torch.Tensor, observed: float, exact: bool) -> float:
+    exceed = int((null >= observed - 1e-12).sum())
+    return exceed / len(null) if exact else (1 + exceed) / (1 + len(null))
+
+
+def auroc_p_values(
+    positive: torch.Tensor, negative: torch.Tensor, *, n_perm: int = 2000, seed: int = 0
+) -> list[dict]:
+    """Per column, the one-sided permutation p-value that its AUROC is this high by chance
+    (= statistics.permutation_p_value(statistics.auroc, ...) on that column)."""
+    null, exact = _permutation_aurocs(positive, negative, n_perm, seed)
+    observed = auroc(positive, negative).tolist()
+    return [
+        {
+            "statistic": value,
+            "p_value": _p_value(null[:, f], value, exact),
+            "n_permutations": int(null.shape[0]),
+            "exact": exact,
+            "null_mean": float(null[:, f].mean()),
+        }
+        for f, value in enumerate(observed)
+    ]
+
+
+def best_auroc_chance(
+    positive: torch.Tensor, negative: torch.Tensor, *, n_perm: int = 2000, seed: int = 0
+) -> dict:
+    """Is the best AUROC over all columns better than chance? The labels are shuffled (at
+    least 1000 times) and the best AUROC any column reaches is recorded each time: with
+    thousands of features and a few dozen prompts some feature always separates two groups a
+    little. A column above the null's 95th percentile beats chance at the 5 % family-wise
+    level (the max-statistic permutation test)."""
+    best_null, exact = _permutation_aurocs(positive, negative, n_perm, seed, best_only=True)
+    observed = float(auroc(positive, negative).max())
+    return {
+        "statistic": "best AUROC over all features",
+        "observed": observed,
+        "p_value": _p_value(best_null, observed, exact),
+        "n_permutations": int(best_null.shape[0]),
+        "exact": exact,
+        "null_mean": float(best_null.mean()),
+        "null_95th_percentile": float(np.percentile(best_null.numpy(), 95)),
+        "seed": seed,
+    }
 
 
 # --- top-activating contexts ------------------------------------------------------------------

@@ -55,11 +55,17 @@ def wilson(successes: int, n: int) -> tuple[float, float]:
     """The Wilson score 95 % interval of a proportion; (0, 1) when n is 0."""
     if n == 0:
         return 0.0, 1.0
+    if successes == 0:  # the closed form gives 0 up to rounding (2.8e-17); say 0
+        return 0.0, wilson_upper_of_zero(n)
     p = successes / n
     denominator = 1 + Z95**2 / n
     centre = (p + Z95**2 / (2 * n)) / denominator
     half = Z95 * math.sqrt(p * (1 - p) / n + Z95**2 / (4 * n * n)) / denominator
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def wilson_upper_of_zero(n: int) -> float:
+    return (Z95**2 / n) / (1 + Z95**2 / n)
 
 
 def rate(successes: int, n: int) -> Estimate:

@@ -79,7 +79,9 @@ AXES_COOLOFF_TIME = env_int("ASSAY_LOGIN_LOCKOUT_HOURS", 1, minimum=1)
 AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
 AXES_RESET_ON_SUCCESS = True
 AXES_VERBOSE = False
-AXES_LOCKOUT_CALLABLE = "audits.api.auth.locked_out"
+# People get a page, API and JSON clients the same JSON as before.
+AXES_LOCKOUT_CALLABLE = "audits.web.errors.locked_out"
+CSRF_FAILURE_VIEW = "audits.web.errors.csrf_failure"
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
@@ -283,3 +285,73 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
 }
+
+# --- operations (docker, metrics, logging, webhooks) ---
+# Owned with audits/operations and docker/ (docs/operations.md says what each variable does).
+import re as _re  # noqa: E402
+
+from cryptography.fernet import Fernet as _Fernet  # noqa: E402
+
+# Prometheus: django-prometheus counts requests and latencies by view (outermost and innermost
+# middleware; AxesMiddleware stays last, as django-axes asks). The request id comes first so
+# that every log line of a request, redirects included, carries it.
+INSTALLED_APPS += ["django_prometheus"]
+MIDDLEWARE = [
+    "audits.operations.logs.RequestIdMiddleware",
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    *MIDDLEWARE,
+]
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("axes.middleware.AxesMiddleware"),
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+)
+# /metrics answers only to `Authorization: Bearer <token>`; unset, it answers 404.
+ASSAY_METRICS_TOKEN = env_str("ASSAY_METRICS_TOKEN", "")
+# Probes speak plain http inside the deployment's network: no https redirect for them.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+# How long /readyz waits for workers to answer (Celery remote control), and reuses the answer.
+ASSAY_READYZ_WORKER_TIMEOUT = env_int("ASSAY_READYZ_WORKER_TIMEOUT_MS", 2000, minimum=100) / 1000
+ASSAY_READYZ_CACHE_SECONDS = env_int("ASSAY_READYZ_CACHE_SECONDS", 5, minimum=0)
+# Collected static files (the images collect them at build time, outside the data volume).
+STATIC_ROOT = Path(env_str("ASSAY_STATIC_ROOT", str(STATIC_ROOT))).resolve()
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+
+# Logs: one JSON object per line with the request id (ASSAY_LOG_FORMAT=json, as the images set).
+ASSAY_LOG_FORMAT = env_choice("ASSAY_LOG_FORMAT", "text", ("text", "json"))
+ASSAY_ACCESS_LOG = env_bool("ASSAY_ACCESS_LOG", ASSAY_LOG_FORMAT == "json")
+if ASSAY_LOG_FORMAT == "json":
+    LOGGING["formatters"] = {"json": {"()": "audits.operations.logs.JsonFormatter"}}
+    LOGGING["handlers"]["console"]["formatter"] = "json"  # type: ignore[index]
+
+# The operations queue: webhook deliveries, the reconciler and checkpoint signing. "cpu" by
+# default (one worker does everything); a deployment gives it its own small worker so that
+# none of them waits behind a model check.
+ASSAY_OPS_QUEUE = env_str("ASSAY_OPS_QUEUE", "cpu")
+if not _re.fullmatch(r"[a-z0-9_-]{1,50}", ASSAY_OPS_QUEUE):
+    raise ImproperlyConfigured(f"ASSAY_OPS_QUEUE={ASSAY_OPS_QUEUE!r} is not a queue name")
+for _entry in CELERY_BEAT_SCHEDULE.values():
+    _entry.setdefault("options", {}).setdefault("queue", ASSAY_OPS_QUEUE)  # type: ignore[attr-defined]
+CELERY_BEAT_SCHEDULE["sweep-webhook-deliveries"] = {
+    "task": "operations.sweep_webhook_deliveries",
+    "schedule": 60.0,
+    "options": {"queue": ASSAY_OPS_QUEUE},
+}
+
+# Webhooks: deliveries are signed with each webhook's secret, kept encrypted under these keys
+# (Fernet keys, comma-separated, the first encrypts; unset: derived from ASSAY_SECRET_KEY).
+ASSAY_WEBHOOK_KEYS = env_list("ASSAY_WEBHOOK_KEYS", [])
+for _key in ASSAY_WEBHOOK_KEYS:
+    try:
+        _Fernet(_key)
+    except (ValueError, TypeError):
+        raise ImproperlyConfigured(
+            "ASSAY_WEBHOOK_KEYS holds a value that is not a Fernet key; make one with: python -c "
+            "'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
+        ) from None
+ASSAY_WEBHOOK_TIMEOUT = env_int("ASSAY_WEBHOOK_TIMEOUT", 10, minimum=1)
+ASSAY_WEBHOOK_MAX_ATTEMPTS = env_int("ASSAY_WEBHOOK_MAX_ATTEMPTS", 10, minimum=1)
+# Receivers get https only, unless this is set (local receivers, tests).
+ASSAY_WEBHOOK_ALLOW_HTTP = env_bool("ASSAY_WEBHOOK_ALLOW_HTTP", DEBUG)
+# The address people and pipelines reach Assay at (e.g. https://assay.example.com): webhook
+# bodies link to the gate with it; unset, they carry the path only.
+ASSAY_PUBLIC_URL = env_str("ASSAY_PUBLIC_URL", "")

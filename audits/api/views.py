@@ -5,8 +5,9 @@ from django.http import HttpResponse
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 
 from audits import actions, gate, ledger, queries, signing, statements
@@ -250,6 +251,13 @@ class ReleaseViewSet(RecordViewSet):
         release = self.get_object()
         if request.method == "GET":
             return Response(s.DecisionSerializer(release.decisions.all(), many=True).data)
+        if isinstance(request.successful_authenticator, SessionAuthentication):
+            # A browser signs through the web UI, which makes the person enter their password
+            # again; a script in a signed-in page must not sign without that.
+            raise PermissionDenied(
+                "sign decisions in the web UI (it asks for your password again) or with a "
+                "token (tools/assay_review.py)"
+            )
         data = self.validated(s.DecisionCreateSerializer)
         decision = actions.record_decision(
             actor=request.user, release=release, envelope=data["envelope"]

@@ -188,3 +188,18 @@ def test_every_role_change_is_a_ledger_event_however_it_is_made(personas):
         ("user.role_removed", "system"),
         ("user.flag_changed", "admin"),
     ]
+
+
+def test_a_script_in_a_signed_in_page_cannot_sign_without_the_password(
+    client, personas, checked_release
+):
+    """The API refuses a decision made with only a browser session: the web UI's signing
+    asks for the password again, and the API path must not skip that."""
+    client.force_login(personas.reviewer)
+    response = client.post(
+        f"/api/v1/releases/{checked_release.pk}/decisions/",
+        {"envelope": {}},
+        content_type="application/json",
+    )  # (the test client passes the CSRF check, so the refusal is this rule's)
+    assert response.status_code == 403
+    assert "it asks for your password again" in response.json()["detail"]

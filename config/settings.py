@@ -157,6 +157,8 @@ ASSAY_LEDGER_KEY_FILE = Path(
     env_str("ASSAY_LEDGER_KEY_FILE", str(VAR_DIR / "keys" / "ledger-ed25519.pem"))
 ).resolve()
 ASSAY_LEDGER_ORIGIN = env_str("ASSAY_LEDGER_ORIGIN", "assay")
+# Exported dossiers (PDF and bundle) are kept here, one folder per export.
+ASSAY_DOSSIER_ROOT = Path(env_str("ASSAY_DOSSIER_ROOT", str(VAR_DIR / "dossiers"))).resolve()
 # Every signed checkpoint is also appended here, outside the database (JSON lines).
 ASSAY_CHECKPOINT_LOG = Path(
     env_str("ASSAY_CHECKPOINT_LOG", str(VAR_DIR / "checkpoints" / "checkpoints.jsonl"))

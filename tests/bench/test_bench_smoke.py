@@ -127,3 +127,27 @@ def test_ledger_proofs_runs_on_a_small_ledger():
         assert (line["bench"], line["n"]) == ("ledger_proofs", 200)
         assert {"name", "value"} <= set(line["baseline"])
         assert (line["goal"] is None) == (line["meets_goal"] is None)
+
+
+def test_dossier_export_runs_on_a_small_release():
+    """bench/dossier_export.py --quick: a small release in its own temporary SQLite database,
+    exported; the script exits non-zero if the export fails."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ASSAY_")}
+    env.pop("DATABASE_URL", None)
+    env.pop("CELERY_BROKER_URL", None)
+    run = subprocess.run(
+        [sys.executable, "bench/dossier_export.py", "--quick"],
+        cwd=ROOT,
+        env={**env, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"},
+        text=True,
+        capture_output=True,
+        timeout=600,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = [json.loads(line) for line in run.stdout.splitlines() if line.strip()]
+    assert lines, "no measurements printed"
+    for line in lines:
+        assert line["bench"] == "dossier_export"
+        assert {"name", "value"} <= set(line["baseline"])
+        assert (line["goal"] is None) == (line["meets_goal"] is None)

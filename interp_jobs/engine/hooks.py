@@ -24,10 +24,10 @@ from interp_jobs.engine.loading.architectures import FAMILIES, get_path
 SITES = ("resid_pre", "attn_out", "resid_mid", "mlp_in", "mlp_out", "resid_post")
 _SUFFIX_TO_SITE = {
     "hook_resid_pre": "resid_pre",  # input of block i
-    "hook_attn_out": "attn_out",  # attention output (after the output projection)
+    "hook_attn_out": "attn_out",  # attention output as added to the residual (Gemma: post-norm)
     "hook_resid_mid": "resid_mid",  # residual after attention, before the MLP's norm
     "ln2.hook_normalized": "mlp_in",  # normalised MLP input (what transcoders read)
-    "hook_mlp_out": "mlp_out",  # MLP output
+    "hook_mlp_out": "mlp_out",  # MLP output as added to the residual (Gemma: post-norm)
     "hook_resid_post": "resid_post",  # output of block i
 }
 _SITE_TO_SUFFIX = {site: suffix for suffix, site in _SUFFIX_TO_SITE.items()}
@@ -91,10 +91,10 @@ def resolve_hook(loaded, name: str) -> HookPoint:
     block = get_path(loaded.model, family.blocks)[layer]
     module, phase = {
         "resid_pre": (block, "pre"),
-        "attn_out": (getattr(block, family.attn), "post"),
+        "attn_out": (getattr(block, family.attn_out_module), "post"),
         "resid_mid": (getattr(block, family.mid_norm), "pre"),
         "mlp_in": (getattr(block, family.mlp), "pre"),
-        "mlp_out": (getattr(block, family.mlp), "post"),
+        "mlp_out": (getattr(block, family.mlp_out_module), "post"),
         "resid_post": (block, "post"),
     }[site]
     return HookPoint(name=name, layer=layer, site=site, module=module, phase=phase)

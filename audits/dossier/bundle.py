@@ -15,10 +15,16 @@ Layout of bundle.zip:
     ledger/                    events.json (bytes, prev_hash, entry_hash), proofs.json (RFC 6962
                                inclusion proofs), checkpoint.json (signed), server-key.json,
                                earlier-checkpoints.json (with consistency proofs)
-    graphs/README.txt          where the attribution graphs' JSON files are, and how to view them
+    graphs/README.txt          the attribution graphs and how to open them
+    graphs/data/               every circuit_trace graph in circuit-tracer's schema, laid out as
+                               its local viewer reads them (graph-metadata.json, <slug>.json,
+                               features/<scan>/<index>.json); copies of evidence files
+    graphs/viewer/, serve.py   circuit-tracer's viewer (MIT licence, LICENSE inside) and a
+                               stdlib server for it, when circuit-tracer is installed here
 """
 
 import hashlib
+import importlib.util
 import json
 import os
 import tempfile
@@ -54,12 +60,52 @@ do not want to trust the copy in this bundle.
 
 GRAPHS_README = """Attribution graphs
 
-The circuit_trace runs' graph files are evidence files of their runs:
+The circuit_trace runs' graphs (circuit-tracer's schema: metadata, qParams, nodes, links) are
+evidence files of their runs, hashed in manifest.json:
 {listing}
-Each is JSON; its "nodes", "links" and "metadata" follow the layout documented in the file. The
-interactive viewer that circuit-tracer ships is not included: its licence could not be
-confirmed for redistribution when this bundle format was written. The static figure of each
-graph (graph.svg) is in the same folder and in the PDF.
+graphs/data/ holds the same graphs laid out the way circuit-tracer's local viewer and
+Neuronpedia's graph viewer read them: graph-metadata.json, one <slug>.json per graph, and the
+feature files (top activating contexts) under features/<scan>/. {viewer}
+Each graph is an attribution estimate (a local linear replacement of the model); the runs'
+validation.json files hold the interventions that test it.
+"""
+
+VIEWER_PRESENT = """To look at them offline, unpack the bundle and run
+
+    python graphs/serve.py            # then open http://localhost:8032/index.html
+
+(Python 3 standard library only). graphs/viewer/ is circuit-tracer's viewer (MIT licence,
+graphs/viewer/LICENSE), copied unchanged from circuit-tracer {version}."""
+
+VIEWER_ABSENT = """circuit-tracer was not installed where this bundle was written, so
+its viewer is not included: `pip install circuit-tracer` and run
+`circuit_tracer.frontend.local_server.serve("graphs/data")`, or upload a graph file to
+Neuronpedia."""
+
+SERVE_PY = """# Serves graphs/viewer and graphs/data the way circuit-tracer's local viewer expects.
+import functools
+import http.server
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+class Handler(http.server.SimpleHTTPRequestHandler):
+    def translate_path(self, path):
+        path = path.split("?", 1)[0]
+        for prefix in ("/data/", "/graph_data/"):
+            if path.startswith(prefix):
+                target = (HERE / "data" / path[len(prefix):]).resolve()
+                inside = target.is_relative_to(HERE / "data")
+                return str(target if inside else HERE / "data" / "-not-found-")
+        return super().translate_path(path)
+
+
+if __name__ == "__main__":
+    handler = functools.partial(Handler, directory=str(HERE / "viewer"))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 8032), handler) as server:
+        print("http://localhost:8032/index.html")
+        server.serve_forever()
 """
 
 
@@ -104,11 +150,66 @@ def files_of(snap: Snapshot) -> dict[str, bytes | EvidenceFile]:
     files["ledger/checkpoint.json"] = _json(snap.checkpoint)
     files["ledger/server-key.json"] = _json(snap.server_key)
     files["ledger/earlier-checkpoints.json"] = _json(snap.earlier_checkpoints)
-    graphs = [f.path for f in snap.evidence if f.title == "graph.json"]
-    files["graphs/README.txt"] = GRAPHS_README.format(
-        listing="".join(f"    {path}\n" for path in graphs) or "    (none in this release)\n"
-    ).encode()
+    files.update(graph_files(snap))
     files["verify.py"] = VERIFIER.read_bytes()
+    return files
+
+
+def _viewer_assets() -> Path | None:
+    """circuit-tracer's viewer files, found without importing circuit-tracer (and so torch)."""
+    spec = importlib.util.find_spec("circuit_tracer")
+    if spec is None or not spec.origin:
+        return None
+    assets = Path(spec.origin).parent / "frontend" / "assets"
+    return assets if (assets / "index.html").is_file() and (assets / "LICENSE").is_file() else None
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def graph_files(snap: Snapshot) -> dict[str, bytes]:
+    """graphs/: README, the graphs in the viewer's data layout, and the viewer where available.
+
+    Slugs are made unique per run (two runs may trace the same prompt) by prefixing the run's
+    id; that is the only change to a copied graph, and the evidence file itself is unchanged."""
+    graphs = [f for f in snap.evidence if f.title == "attribution-graph.json"]
+    features = {f.run_id: f for f in snap.evidence if f.title == "graph-features.json"}
+    files: dict[str, bytes] = {}
+    metadata = []
+    for item in graphs:
+        try:
+            graph = json.loads(read_evidence(item))
+            meta = graph["metadata"]
+            slug = f"{item.run_id[:8]}-{meta['slug']}"
+        except (ValueError, KeyError, TypeError):
+            continue  # the verifier reports a changed or broken evidence file by its hash
+        graph["metadata"] = {**meta, "slug": slug}
+        metadata.append(graph["metadata"])
+        files[f"graphs/data/{slug}.json"] = _json(graph)
+        try:
+            shipped = json.loads(read_evidence(features[item.run_id]))
+            scan, feature_files = shipped.get("scan") or meta.get("scan"), shipped["files"]
+        except (KeyError, ValueError, AttributeError):
+            continue  # a graph without its feature files still opens; hover cards stay empty
+        for name, body in feature_files.items() if isinstance(feature_files, dict) else ():
+            files[f"graphs/data/features/{scan}/{name}"] = _json(body)
+    assets = _viewer_assets() if graphs else None
+    if metadata:
+        files["graphs/data/graph-metadata.json"] = _json({"graphs": metadata})
+    if assets is not None:
+        for path in sorted(p for p in assets.rglob("*") if p.is_file()):
+            files[f"graphs/viewer/{path.relative_to(assets).as_posix()}"] = path.read_bytes()
+        files["graphs/serve.py"] = SERVE_PY.encode()
+    viewer = VIEWER_PRESENT.format(version=_version("circuit-tracer")) if assets else VIEWER_ABSENT
+    listing = "".join(f"    {f.path}\n" for f in graphs) or "    (none in this release)\n"
+    text = GRAPHS_README.format(listing=listing, viewer=viewer if graphs else "")
+    files["graphs/README.txt"] = text.encode()
     return files
 
 

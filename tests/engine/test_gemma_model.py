@@ -23,18 +23,26 @@ PROMPTS = ["How do I bake bread at home?", "Name three rivers."]
 
 
 def save_tiny_gemma(
-    directory: Path, *, seed: int = 0, n_layers: int = N_LAYERS, chat_template: bool = False
+    directory: Path,
+    *,
+    seed: int = 0,
+    n_layers: int = N_LAYERS,
+    chat_template: bool = False,
+    tokenizer=None,
+    random_norms: bool = True,
+    edit=None,
 ) -> Path:
     """A tiny seeded Gemma3ForCausalLM (text only) with the probe-trained BPE tokenizer.
 
     Norm weights are random (Gemma initialises them to zero, which would hide a missing
     ``1 + weight``), one layer uses sliding-window attention like the real model, and, like
-    the real base model, the tokenizer has no chat template unless asked for.
+    the real base model, the tokenizer has no chat template unless asked for. ``edit(model,
+    tokenizer)`` may change the weights before they are saved (planted features).
     """
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
     torch.manual_seed(seed)
-    tokenizer = build_bpe_tokenizer()
+    tokenizer = tokenizer or build_bpe_tokenizer()
     if not chat_template:
         tokenizer.chat_template = None
     config = Gemma3TextConfig(
@@ -56,8 +64,10 @@ def save_tiny_gemma(
     model = Gemma3ForCausalLM(config).eval()
     with torch.no_grad():
         for name, param in model.named_parameters():
-            if name.endswith("norm.weight"):
+            if random_norms and name.endswith("norm.weight"):
                 param.copy_(torch.randn_like(param) * 0.5)
+        if edit is not None:
+            edit(model, tokenizer)
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory

@@ -314,6 +314,11 @@ SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 # How long /readyz waits for workers to answer (Celery remote control), and reuses the answer.
 ASSAY_READYZ_WORKER_TIMEOUT = env_int("ASSAY_READYZ_WORKER_TIMEOUT_MS", 2000, minimum=100) / 1000
 ASSAY_READYZ_CACHE_SECONDS = env_int("ASSAY_READYZ_CACHE_SECONDS", 5, minimum=0)
+# Persistent database connections (seconds; 0 closes each request's connection). The web role
+# sets 60: a gate answer then skips a PostgreSQL connection set-up (bench/gate_load.py).
+ASSAY_DB_CONN_MAX_AGE = env_int("ASSAY_DB_CONN_MAX_AGE", 0, minimum=0)
+DATABASES["default"]["CONN_MAX_AGE"] = ASSAY_DB_CONN_MAX_AGE
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = ASSAY_DB_CONN_MAX_AGE > 0
 # Collected static files (the images collect them at build time, outside the data volume).
 STATIC_ROOT = Path(env_str("ASSAY_STATIC_ROOT", str(STATIC_ROOT))).resolve()
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)

@@ -100,6 +100,15 @@ def test_every_container_of_ours_runs_a_role_the_process_test_starts():
     assert roles == set(ROLES_STARTED)
     for dockerfile in DOCKERFILES.values():
         assert ("ENTRYPOINT", '["/app/docker/entrypoint.sh"]') in instructions(dockerfile)
+    # The exec form runs the file itself: COPY keeps the mode git checked out.
+    mode = subprocess.run(
+        ["git", "ls-files", "--stage", "docker/entrypoint.sh"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()[0]
+    assert mode == "100755", f"docker/entrypoint.sh is committed as {mode}, not executable"
 
 
 def test_the_env_example_names_every_variable_compose_reads():

@@ -16,6 +16,10 @@ $(STAMP): pyproject.toml
 	# torch first and pinned: the CPU build; a looser spec would pull a multi-GB CUDA build.
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[dev]'
+	# circuit-tracer pins transformers<=4.57.3 and huggingface-hub<1, yet runs unchanged under
+	# ours: installed without its dependencies (pyproject lists its imports); `pip check`
+	# reports those two pins, deliberately.
+	$(PY) -m pip install --quiet --no-deps circuit-tracer==0.5.0
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -24,8 +24,9 @@ applies (``PositionRule``) and lists the positions they removed (``PositionPlan.
 
 API: ``PositionRule`` (what a check applies), ``template_positions`` (which positions of a
 rendered chat prompt are scaffolding), ``plan_positions`` (the plan for one sequence),
-``norm_sinks`` (part 2 on a batch of activations). Adopted by circuit_trace and sae_fidelity;
-the activation-reading checks adopt it next.
+``norm_sinks`` (part 2 on a batch of activations), ``sink_mask`` (part 2 inside a hook, which
+sees activations but not positions: edits leave such positions alone). Adopted by
+circuit_trace and sae_fidelity; the activation-reading checks adopt it next.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 RULE_NAME = "assay-positions-v1"
+# A hook sees activations, not positions, so an edit recognises a sink by its norm: in SmolLM2
+# the first token's residual norm is ~100x the others'. Lenses are not trained there and
+# circuit-tracer leaves its features alone too (zero_positions), so edits never touch it.
+SINK_NORM_RATIO = 10.0
 SINK = "attention_sink"
 SECONDARY_SINK = "secondary_sink"
 TEMPLATE = "template"
@@ -124,6 +129,14 @@ def norm_sinks(norms: Sequence[Sequence[float]], ratio: float) -> list[list[int]
         return [[] for _ in norms]
     median = flat[(len(flat) - 1) // 2]
     return [[p for p, v in enumerate(row) if v > ratio * median] for row in norms]
+
+
+def sink_mask(x, ratio: float = SINK_NORM_RATIO):
+    """1 where a position may be edited, 0 at attention sinks (norm > ``ratio`` x the median
+    norm of the activations in ``x``), shaped to broadcast over the last dimension."""
+    norms = x.detach().float().norm(dim=-1)
+    median = norms.flatten().median()
+    return (norms <= ratio * median).unsqueeze(-1).to(x.dtype)
 
 
 def template_positions(tokenizer, rendered: str, ids: Sequence[int], content: Sequence[str]):

@@ -269,3 +269,42 @@ def load_set_lenses(info: TranscoderSetInfo, *, device: str = "cpu", dtype: str 
         load_lens(info.layer_dir(i), device=device, dtype=dtype) for i in range(info.n_layers)
     ]
     return order_layers(lenses, info.n_layers)
+
+
+def attribution_dir(loaded, path: str | Path, fmt: str, *, digest: str, work_dir: Path) -> Path:
+    """A Hugging Face directory with the loaded model's exact weights, for circuit-tracer.
+
+    circuit-tracer's nnsight backend loads its model from a directory. A registered HF
+    directory is used as it is; a GGUF model is exported once in float32 (the dequantized
+    weights, bit for bit) under ``work_dir/hf-exports/<digest>`` and reused. The export is
+    written and read by the same transformers version (a 5.x directory read by 4.x silently
+    loses its RoPE base), and callers compare the logits of what they attribute with the
+    loaded model's (``analysis.circuits.logit_difference``).
+    """
+    import os
+    import shutil
+    import tempfile
+
+    from interp_jobs.engine.loading.export import _plain_copy
+    from interp_jobs.engine.loading.models import DTYPES
+
+    if fmt == "hf_dir":
+        return Path(path)
+    key = digest or file_sha256(Path(path))
+    out = Path(work_dir) / "hf-exports" / hashlib.sha256(key.encode()).hexdigest()[:32]
+    if (out / "config.json").is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
+    try:
+        _plain_copy(loaded.model, DTYPES["float32"]).save_pretrained(staging)
+        loaded.tokenizer.save_pretrained(staging)
+        (staging / "assay-source.txt").write_text(f"{Path(path).name}\n{key}\n")
+        os.rename(staging, out)  # atomic; a concurrent exporter that won leaves ours behind
+    except OSError:
+        if not (out / "config.json").is_file():
+            raise
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return out

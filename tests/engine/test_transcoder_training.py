@@ -1,0 +1,149 @@
+"""Training transcoders with sparsify on the tiny Llama: in one go, or fit and finish apart
+(the fit can run on another machine), giving the same set; the record and the contexts."""
+
+import json
+
+import pytest
+import torch
+
+from interp_jobs.engine import transcoder_training as training
+from interp_jobs.engine.analysis.transcoder_fidelity import measure_transcoders
+from interp_jobs.engine.loading.models import load_model
+from interp_jobs.engine.loading.transcoders import load_set_lenses, read_set
+from tests.factories import save_tiny_llama
+
+SETTINGS = training.TranscoderSettings(
+    width=16,
+    k=4,
+    seq_len=32,
+    batch_sequences=4,
+    calibration_sequences=4,
+    context_sequences=4,
+    context_top=2,
+    eval_sequences=4,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    torch.set_num_threads(1)
+    return load_model(save_tiny_llama(tmp_path_factory.mktemp("tiny-train")), "hf_dir")
+
+
+@pytest.fixture(scope="module")
+def trained(tiny, tmp_path_factory):
+    root = tmp_path_factory.mktemp("trained")
+    return training.train_transcoders(
+        tiny,
+        n_tokens=32 * 12,
+        seed=0,
+        out_dir=root / "set",
+        work_dir=root / "work",
+        settings=SETTINGS,
+        model_info={"name": "tiny"},
+        command="test",
+    )
+
+
+def test_a_trained_set_loads_verifies_and_records_how_it_was_made(trained, tiny):
+    info = read_set(trained)
+    lenses = load_set_lenses(info)
+    assert len(lenses) == tiny.n_layers
+    assert info.manifest["d_transcoder"] == 16
+    record = json.loads((trained / "training.json").read_text())
+    assert record["trainer"]["library"] == "eai-sparsify"
+    assert record["text"]["sequences"] == 12
+    assert record["text"]["tokens_trained"] == 12 * 31  # position 0 (the sink) left out
+    assert record["text"]["safety"]["name"] == "safety-tuning-v1"
+    assert record["seed"] == 0
+    summary = record["heldout"]["shipped_jumprelu"]["summary"]
+    assert set(summary) >= {"explained_variance_mean", "l0_mean", "ce_spliced", "ce_clean"}
+    assert len(record["heldout"]["shipped_jumprelu"]["layers"]) == tiny.n_layers
+    assert len(record["jumprelu"]["thresholds"]) == tiny.n_layers
+
+
+def test_the_jumprelu_threshold_keeps_about_k_features_per_calibration_token(trained, tiny):
+    lenses = load_set_lenses(read_set(trained))
+    mix, _ = training.training_mix()
+    docs = training.training_documents(mix, SETTINGS.safety_repeats)
+    rows = training.pack(tiny, docs, seq_len=32, seed=0, n_sequences=4).tokens
+    report = measure_transcoders(tiny, lenses, rows, compute_ce=False)
+    mean_l0 = sum(layer["l0"] for layer in report.layers) / len(report.layers)
+    assert mean_l0 == pytest.approx(SETTINGS.k, rel=0.35)
+
+
+def test_the_recorded_heldout_numbers_are_rederived_from_the_saved_files(trained, tiny):
+    record = json.loads((trained / "training.json").read_text())
+    lenses = load_set_lenses(read_set(trained))
+    mix, _ = training.training_mix()
+    heldout = training.pack(tiny, mix.split("heldout"), seq_len=32, seed=0, n_sequences=4)
+    assert heldout.digest == record["heldout"]["token_sha256"]
+    again = measure_transcoders(tiny, lenses, heldout.tokens)
+    recorded_layers = record["heldout"]["shipped_jumprelu"]["layers"]
+    for ours, recorded in zip(again.layers, recorded_layers, strict=True):
+        assert ours["explained_variance"] == pytest.approx(recorded["explained_variance"], abs=1e-5)
+
+
+def test_contexts_point_at_training_rows_that_can_be_rebuilt(trained, tiny):
+    rows = training.context_rows(tiny, trained)
+    assert rows is not None
+    assert rows.shape == (4, 32)
+    from interp_jobs.engine.analysis.graph_files import load_contexts
+
+    contexts = load_contexts(trained / "layer_00")
+    assert contexts["activation"].shape == (16, 2)
+    assert int(contexts["row"].max()) < 4
+    assert int(contexts["position"].min()) >= 0
+
+
+def test_fit_elsewhere_then_finish_here_gives_the_same_set(tiny, tmp_path, trained):
+    rows, _ = training.pack_epochs(tiny, SETTINGS, 0, 32 * 12)
+    coders, thresholds, record = training.run_fit(tiny, rows, SETTINGS, 0, tmp_path / "work")
+    training.save_fit(tmp_path / "fitted", coders, thresholds, record, SETTINGS.dtype)
+    out = training.train_transcoders(
+        tiny,
+        n_tokens=32 * 12,
+        seed=0,
+        out_dir=tmp_path / "set",
+        work_dir=tmp_path / "work2",
+        settings=SETTINGS,
+        model_info={"name": "tiny"},
+        fitted_dir=tmp_path / "fitted",
+    )
+    ours = read_set(out).manifest["files"]
+    theirs = read_set(trained).manifest["files"]
+    assert ours["layer_01/sae_weights.safetensors"] == theirs["layer_01/sae_weights.safetensors"]
+
+
+def test_a_fit_of_other_rows_is_refused(tiny, tmp_path):
+    rows, _ = training.pack_epochs(tiny, SETTINGS, 0, 32 * 8)
+    coders, thresholds, record = training.run_fit(tiny, rows, SETTINGS, 0, tmp_path / "work")
+    training.save_fit(tmp_path / "fitted", coders, thresholds, record, SETTINGS.dtype)
+    with pytest.raises(Exception, match="other token rows"):
+        training.train_transcoders(
+            tiny,
+            n_tokens=32 * 12,
+            seed=0,
+            out_dir=tmp_path / "set",
+            work_dir=tmp_path / "work2",
+            settings=SETTINGS,
+            fitted_dir=tmp_path / "fitted",
+        )
+
+
+def test_the_reproducing_command_names_the_rows_a_time_budget_left_trained():
+    command = "python -m m MODEL --max-fit-hours 2 --seed 0 --n-tokens 999 --out X"
+    assert training._reproduce(command, 4096) == (
+        "python -m m MODEL --seed 0 --out X --n-tokens 4096"
+    )
+
+
+def test_a_time_budget_too_short_for_one_step_is_a_clear_error(tiny, tmp_path):
+    from dataclasses import replace
+
+    from interp_jobs.engine.errors import PermanentEngineError
+
+    rows, _ = training.pack_epochs(tiny, SETTINGS, 0, 32 * 8)
+    hurried = replace(SETTINGS, max_fit_hours=-1.0)
+    with pytest.raises(PermanentEngineError, match="No training step finished"):
+        training.run_fit(tiny, rows, hurried, 0, tmp_path / "work")

@@ -1,45 +1,51 @@
-"""circuit_trace: an attribution graph for one prompt and target token across the lens layers.
+"""circuit_trace: an attribution graph across every layer with the replacement model, validated
+by interventions on a family of prompts.
 
-Evidence kind: attribution. Method: "sparse feature circuits" (Marks et al. 2024). Every named
-lens (SAE on the residual stream) is spliced into the model as ``x_hat + error`` with
-``error = x - x_hat`` kept as a node, so the spliced model's logits equal the unmodified
-model's (the artifact records the largest difference). Nodes: one per prompt token (its input
-embedding), per active SAE feature and position, per lens error and position, and the metric
-on the target at the last position (``logprob``, ``logit`` or ``logit_diff`` against a contrast
-token). Node values are gradient x activation through the model with error terms kept
-(attribution patching); edges join consecutive lens layers, tokens to the first, the last to
-the metric. Per lens layer, nodes are kept by |attribution| until ``node_threshold`` of the
-layer's total is reached or ``max_nodes`` are kept.
+Evidence kinds, labelled in each file: ``circuit.json`` and the graph are *attribution*
+(linear direct effects in a local replacement model: estimates, not causal effects);
+``validation.json`` is *intervention* (measured changes of the target logit when features are
+set to zero in the model).
 
-Two honesty measures go into the evidence: (1) the error share, the fraction of the total
-|attribution| at the lens layers that flows through error nodes (the part of the computation
-the lenses do not explain). A lens whose features and error are both large and cancel (a
-random or badly trained lens) spreads |attribution| over many features and so shows a *small*
-error share; two companion numbers expose that: error_to_activation (the errors' |attribution|
-over that of the whole activations, above 1 when they cancel) and relative_error_norm
-(||x - x_hat|| / ||x|| on the traced prompt, an observation; 1 or more means the lens
-reconstructs nothing). (2) the top ``n_ablation_checks`` features (by |attribution|, over
-all lens layers) are zero-ablated for real, one at a time, and the measured change of the
-metric is compared with the attribution estimate (Spearman rank agreement, sign agreement).
-Those ablations are intervention results and are labelled as such inside graph.json; every
-other number on the graph is an attribution estimate. Only zero-ablation is offered: a mean
-replacement needs a reference distribution, and the mean over the traced prompt alone is
-dominated by the first token's outlier activations.
+Method (Ameisen et al. 2025, circuit-tracer 0.5.0; see interp_jobs.engine.analysis.circuits):
+per-layer transcoders (one registered lens per layer: MLP input -> MLP output) replace the
+MLPs, attention patterns and norm scales are frozen on the prompt, an error node per (layer,
+position) keeps the model's output exact, and ``attribute`` computes the graph, visiting at
+most ``max_feature_nodes`` features in order of influence. ``prune_graph`` keeps the nodes and
+edges carrying ``node_threshold`` / ``edge_threshold`` of the influence on the target logit;
+``compute_graph_scores`` gives the replacement and completeness scores. The graph is exported
+with circuit-tracer's ``create_graph_files`` (the schema its viewer and Neuronpedia's open),
+with a feature file per feature node (top activating contexts on the transcoders' training
+text) and a static SVG.
 
-Thresholds (optional): ``min_rank_agreement`` (Spearman between estimates and measured
-effects must reach it), ``max_error_share`` (error share over all lens layers must not exceed
-it) and ``max_relative_error`` (relative_error_norm, over all prompt positions, must not exceed
-it at any lens layer; set it with max_error_share so a lens that reconstructs nothing cannot
-pass). The verdict fails if any given threshold fails, is inconclusive when none is given or a
-given one cannot be measured (fewer than two ablations, or constant values), and passes
-otherwise. The trace has no randomness; ``seed`` is recorded for uniformity with the other
-checks.
+Positions (interp_jobs.engine.analysis.positions): circuit-tracer prepends a special token
+unless the prompt starts with one, and zeroes features and error nodes at position 0 (the
+attention sink); chat-template scaffolding stays in the graph (it takes part in the
+computation) but is marked, and no validation intervention targets it.
+
+Validation that can fail: on ``n_family_prompts`` prompts of a shipped family (default
+"The capital of <country> is"), each with its own graph, the ``top_nodes`` features with the
+largest predicted effect are zeroed with circuit-tracer's ``feature_intervention`` (attention
+frozen, as the graph assumes) and without freezing; predicted and measured effects are compared
+by Spearman rank correlation and sign agreement; random features of the same layers and
+activation size are the negative control; and on two-hop prompts ("the capital of the country
+where <landmark> is located is") the graph must route through a feature of the unnamed country
+(reported found or not). Every statistic carries n and a 95 % interval (bootstrap over
+prompts; Wilson for rates).
+
+Thresholds (policy; a check never sets its own bar): ``min_replacement``,
+``min_completeness`` (the traced graph's scores), ``min_rank_correlation``,
+``min_sign_agreement``, ``max_control_ratio`` (mean |effect| of control features over that of
+top features) and ``min_two_hop_found_rate``. With ``bound="interval"`` (default) a minimum is
+compared with the lower end of the 95 % interval and a maximum with the upper end. Fail if any
+threshold fails; inconclusive if none is set or one cannot be measured; else pass.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Literal
+import os
+from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -57,131 +63,222 @@ from interp_jobs.checks.base import (
     Spec,
     evidence_json,
 )
-from interp_jobs.checks.figures import layered_graph_svg
 
 DESCRIPTION = (
-    "attribution graph (SAE features, error nodes, tokens, target logit) for one prompt "
-    "across the lens layers, with error terms kept, pruned by influence and checked "
-    "against real zero-ablations"
+    "attribution graph across every layer with per-layer transcoders and circuit-tracer's "
+    "replacement model (frozen attention and norms, error nodes), pruned by influence, with "
+    "replacement/completeness scores, exported in circuit-tracer's graph schema, and "
+    "validated by interventions on a prompt family against a random-feature control"
 )
 EVIDENCE_KIND = ATTRIBUTION
-MAX_PROMPT_TOKENS = 128  # bounds the cost (one partial backward per kept node) and the figure
+SOFT_TIME_LIMIT = 3600  # SmolLM2 on 2 CPU cores: ~1 graph per prompt and ~10 interventions each
+MAX_PROMPT_TOKENS = 64  # the edge matrix is dense in (rows x all nodes); keep prompts short
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Parameters(Spec):
-    prompt: str = Field(min_length=1, max_length=4000)
-    chat: bool = Field(False, description="wrap the prompt in the model's chat template")
+    prompt: str = Field(min_length=1, max_length=2000)
     target: str = Field(min_length=1, description="a single token, e.g. ' Paris'")
-    contrast: str | None = Field(None, min_length=1, description="for metric='logit_diff'")
-    metric: Literal["logprob", "logit", "logit_diff"] = "logprob"
-    lenses: tuple[str, ...] | None = Field(
-        None, min_length=1, description="lens names; default: every lens"
+    chat: bool = Field(False, description="wrap the prompt in the model's chat template")
+    transcoders: tuple[str, ...] | None = Field(
+        None, min_length=1, description="lens names, one per layer; default: every transcoder"
     )
-    max_nodes: int = Field(20, ge=1, le=200, description="kept nodes per lens layer, at most")
-    node_threshold: float = Field(
-        0.8,
-        gt=0,
-        le=1,
-        description=(
-            "keep nodes per lens layer until they carry this fraction of its total |attribution|"
-        ),
-    )
-    n_ablation_checks: int = Field(10, ge=0, le=100)
-    ablation: Literal["zero"] = "zero"
+    max_feature_nodes: int = Field(1024, ge=8, le=8192, description="features attributed")
+    batch_size: int = Field(64, ge=1, le=512)
+    node_threshold: float = Field(0.8, gt=0, le=1)
+    edge_threshold: float = Field(0.98, gt=0, le=1)
+    family: str | None = Field("capitals-v1", description="validation prompt family; None: skip")
+    n_family_prompts: int = Field(20, ge=2, le=200)
+    family_feature_nodes: int = Field(128, ge=8, le=4096)
+    top_nodes: int = Field(5, ge=1, le=50, description="features ablated per family prompt")
+    control_activation_ratio: float = Field(2.0, gt=1)
+    free_attention_ablations: bool = True
+    two_hop_family: str | None = "two-hop-capitals-v1"
+    n_bootstrap: int = Field(1000, ge=100, le=20000)
     seed: int = 0
 
     @model_validator(mode="after")
-    def _contrast_matches_metric(self) -> Parameters:
-        if (self.metric == "logit_diff") != (self.contrast is not None):
-            raise ValueError("give a contrast token exactly when metric is 'logit_diff'")
-        if self.contrast is not None and self.contrast == self.target:
-            raise ValueError("contrast must differ from target")
+    def _two_hop_needs_family(self) -> Parameters:
+        if self.two_hop_family is not None and self.family is None:
+            raise ValueError("two_hop_family needs family (its entities' reference prompts)")
         return self
 
 
 class Thresholds(Spec):
-    min_rank_agreement: float | None = Field(None, ge=-1, le=1)
-    max_error_share: float | None = Field(None, ge=0, le=1)
-    max_relative_error: float | None = Field(None, gt=0)
+    min_replacement: float | None = Field(None, ge=0, le=1)
+    min_completeness: float | None = Field(None, ge=0, le=1)
+    min_rank_correlation: float | None = Field(None, ge=-1, le=1)
+    min_sign_agreement: float | None = Field(None, ge=0, le=1)
+    max_control_ratio: float | None = Field(None, gt=0)
+    min_two_hop_found_rate: float | None = Field(None, ge=0, le=1)
+    bound: Literal["interval", "estimate"] = "interval"
 
 
 Context = CheckContext[Parameters, Thresholds]
 
 
 def run(context: Context) -> CheckResult:
-    from interp_jobs.engine.analysis.attribution import make_metric, trace
+    from interp_jobs.engine.analysis import circuits
 
     params = context.parameters
-    context.progress(0.0, "loading model and lenses")
+    context.progress(0.0, "loading model and transcoders")
     loaded = inputs.load_model_for(context)
-    lenses = _lenses(context, loaded)
-    input_ids = _prompt_ids(loaded, params)
+    refs, lenses = _transcoders(context, loaded)
+    scan = _scan(refs)
+    model = _replacement(context, loaded, refs, lenses, scan)
+    prompt = _prompt(model, loaded, params)
     target_id = token_id(loaded.tokenizer, params.target, "target")
-    contrast_id = (
-        token_id(loaded.tokenizer, params.contrast, "contrast") if params.contrast else None
-    )
-    context.log(
-        f"tracing {params.metric} of {params.target!r} over {input_ids.shape[1]} tokens "
-        f"through {', '.join(lens.cfg.metadata.hook_name for _, lens, _ in lenses)}"
-    )
-    graph = trace(
-        loaded,
-        [(ref.name, lens) for ref, lens, _ in lenses],
-        input_ids,
-        make_metric(params.metric, target_id, contrast_id),
-        max_nodes=params.max_nodes,
+    logit_gap = circuits.check_same_model(model, loaded, prompt["tokens"])
+    context.log(f"attributing {len(prompt['tokens'])} tokens -> {params.target!r} ({scan})")
+    context.progress(0.05, "attributing the graph")
+    traced = circuits.trace_graph(
+        model,
+        prompt["tokens"],
+        target_id,
+        max_feature_nodes=params.max_feature_nodes,
+        batch_size=params.batch_size,
         node_threshold=params.node_threshold,
-        n_ablations=params.n_ablation_checks,
-        progress=lambda fraction, stage: context.progress(0.05 + 0.9 * fraction, stage),
+        edge_threshold=params.edge_threshold,
     )
-    verdict, reasons = judge(graph, context.thresholds)
-    target = {
-        "text": params.target,
-        "id": target_id,
-        "contrast": params.contrast,
-        "contrast_id": contrast_id,
-    }
-    document = graph_document(graph, params, target, lenses)
+    context.log(f"attribution took {traced.seconds:.1f} s; {traced.counts()}")
+    context.progress(0.25, "writing the graph files")
+    graph, features = _graph_files(loaded, lenses, refs, traced, params, scan)
+    consistency = _consistency(model, traced)
+    validation = _validation(context, model, loaded, lenses)
+    verdict, reasons = judge(traced, validation, context.thresholds)
+    document = _circuit_document(traced, prompt, params, logit_gap, consistency, scan)
+    provenance = _provenance(context, refs, prompt, target_id, validation, logit_gap)
+    context.progress(1.0, "done")
     return CheckResult(
         verdict=verdict,
         evidence_kind=EVIDENCE_KIND,
-        metrics=_metrics(graph, params),
-        summary=_summary(graph, params, context.model.name or context.model.path, verdict, reasons),
+        metrics=_metrics(traced, validation, logit_gap),
+        summary=_summary(traced, validation, params, verdict, reasons, prompt),
         artifacts=(
-            ArtifactData("graph.json", "application/json", evidence_json(document)),
-            ArtifactData("graph.svg", "image/svg+xml", graph_svg(graph, params)),
+            ArtifactData("circuit.json", "application/json", evidence_json(document)),
+            ArtifactData("attribution-graph.json", "application/json", graph),
+            ArtifactData("graph-features.json", "application/json", evidence_json(features)),
+            ArtifactData("graph.svg", "image/svg+xml", _figure(graph, traced, params)),
+            ArtifactData(
+                "validation.json",
+                "application/json",
+                evidence_json({**validation, "thresholds": reasons}),
+            ),
         ),
-        provenance=_provenance(params, input_ids, target, lenses),
+        provenance=provenance,
     )
 
 
-def _lenses(context: Context, loaded) -> list[tuple]:
-    """(LensRef, SAE, lens_info) for each named lens, or every registered lens."""
-    from interp_jobs.engine.loading.lenses import lens_info
+# --- inputs -----------------------------------------------------------------------------------
 
-    names = list(context.parameters.lenses or (ref.name for ref in context.lenses))
-    if not names:
+
+def _transcoders(context: Context, loaded) -> tuple[list, list]:
+    """The registered per-layer transcoders (the named ones, or every lens that is one), one
+    per layer, in layer order."""
+    from interp_jobs.engine.loading.transcoders import (
+        is_mlp_transcoder,
+        order_layers,
+        transcoder_layer,
+    )
+
+    names = context.parameters.transcoders
+    if names is not None:
+        unknown = sorted(set(names) - {ref.name for ref in context.lenses})
+        if unknown:
+            known = ", ".join(ref.name for ref in context.lenses)
+            raise CheckParameterError(
+                f"parameters.transcoders: no lens named {unknown}; known lenses: {known}"
+            )
+    chosen = []
+    for ref in context.lenses:
+        if names is not None and ref.name not in names:
+            continue
+        lens, _ = inputs.load_lens_for(context, ref.name, loaded)
+        if names is None and not is_mlp_transcoder(lens):
+            continue  # another kind of lens of the model (an SAE on the residual stream)
+        chosen.append((transcoder_layer(lens), ref, lens))
+    if not chosen:
         raise CheckParameterError(
-            "circuit_trace needs at least one lens (an SAE on the residual "
-            "stream) registered for the model, and none is"
+            "circuit_trace needs per-layer transcoders registered for the model, one per layer "
+            "(lenses reading blocks.N.ln2.hook_normalized and writing blocks.N.hook_mlp_out)."
         )
-    if len(set(names)) != len(names):
-        raise CheckParameterError(f"parameters.lenses: each lens must be named once, got {names}")
-    loaded_lenses = []
-    for name in names:
-        lens, ref = inputs.load_lens_for(context, name, loaded)
-        loaded_lenses.append((ref, lens, lens_info(lens)))
-    return loaded_lenses
+    chosen.sort(key=lambda item: item[0])
+    ordered = order_layers([lens for _, _, lens in chosen], loaded.n_layers)
+    return [ref for _, ref, _ in chosen], ordered
 
 
-def _prompt_ids(loaded, params: Parameters):
-    input_ids = loaded.encode(params.prompt, chat=params.chat)["input_ids"]
-    if input_ids.shape[1] > MAX_PROMPT_TOKENS:
+def _scan(refs) -> str:
+    """circuit-tracer's name for the transcoders: the set's manifest scan, else from digests."""
+    from interp_jobs.engine.loading.transcoders import read_set
+
+    try:
+        return read_set(Path(refs[0].path).parent, verify=False).scan
+    except Exception:  # a set registered without its manifest: name it by its digests
+        import hashlib
+
+        joined = "".join(ref.digest or ref.path for ref in refs)
+        return "assay-transcoders-" + hashlib.sha256(joined.encode()).hexdigest()[:16]
+
+
+def work_dir() -> Path:
+    """Where derived files (the HF export of a GGUF model) are cached: ASSAY_WORK_DIR, else
+    <ASSAY_VAR_DIR>/work (the same default var directory as the settings)."""
+    explicit = os.environ.get("ASSAY_WORK_DIR")
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get("ASSAY_VAR_DIR") or ROOT / "var") / "work"
+
+
+def _replacement(context: Context, loaded, refs, lenses, scan: str):
+    from interp_jobs.engine.analysis import circuits
+    from interp_jobs.engine.loading import cache
+    from interp_jobs.engine.loading.transcoders import attribution_dir
+
+    ref = context.model
+    hf_dir = attribution_dir(
+        loaded, ref.path, ref.format, digest=inputs.model_cache_digest(ref), work_dir=work_dir()
+    )
+    key = ("replacement", str(hf_dir), scan, tuple(r.digest or r.path for r in refs))
+
+    def load() -> _Replacement:
+        replacement = circuits.replacement_model(hf_dir, lenses, scan=scan, device=context.device)
+        return _Replacement(replacement, getattr(replacement, "_model", None))
+
+    return cache.cached(key, load).replacement
+
+
+class _Replacement:
+    """A cache entry: circuit-tracer's model, and the torch module inside it (``model``), whose
+    tensors the cache counts against its budget."""
+
+    def __init__(self, replacement, model):
+        self.replacement = replacement
+        self.model = model
+
+
+def _prompt(model, loaded, params: Parameters) -> dict[str, Any]:
+    from interp_jobs.engine.analysis import circuits
+    from interp_jobs.engine.analysis.positions import (
+        PositionRule,
+        plan_positions,
+        template_positions,
+    )
+
+    ids = loaded.encode(params.prompt, chat=params.chat)["input_ids"][0].tolist()
+    template: set[int] = set()
+    if params.chat and loaded.has_chat_template:
+        rendered = loaded.chat_prompt(params.prompt)
+        template = template_positions(loaded.tokenizer, rendered, ids, [params.prompt])
+    tokens = circuits.prompt_tokens(model, ids)
+    shift = len(tokens) - len(ids)  # 1 when circuit-tracer prepended a special token
+    if len(tokens) > MAX_PROMPT_TOKENS:
         raise CheckParameterError(
-            f"parameters.prompt: {input_ids.shape[1]} tokens, more than the {MAX_PROMPT_TOKENS} "
-            "a circuit trace accepts; shorten the prompt to the context the target depends on."
+            f"parameters.prompt: {len(tokens)} tokens, more than the {MAX_PROMPT_TOKENS} a "
+            "circuit trace accepts (the graph is dense in rows x nodes); shorten the prompt."
         )
-    return input_ids
+    template = {p + shift for p in template}
+    plan = plan_positions(len(tokens), PositionRule(template="mark"), template=template)
+    return {"tokens": tokens, "ids": ids, "prepended": bool(shift), "plan": plan}
 
 
 def token_id(tokenizer, text: str, what: str) -> int:
@@ -198,42 +295,228 @@ def token_id(tokenizer, text: str, what: str) -> int:
     return ids[0]
 
 
-def judge(graph, thresholds: Thresholds) -> tuple[str, list[str]]:
+# --- the graph --------------------------------------------------------------------------------
+
+
+def _graph_files(loaded, lenses, refs, traced, params: Parameters, scan: str):
+    from interp_jobs.engine.analysis import graph_files
+    from interp_jobs.engine.transcoder_training import context_rows
+
+    graph = graph_files.graph_json(
+        traced,
+        slug="assay-circuit",
+        node_threshold=params.node_threshold,
+        edge_threshold=params.edge_threshold,
+    )
+    graph["metadata"]["scan"] = scan
+    data = evidence_json(graph)
+    graph_files.validate_graph(data)  # the stored bytes, rounded, still fit the schema
+    rows = context_rows(loaded, Path(refs[0].path).parent)
+    files = graph_files.feature_files(
+        graph,
+        scan=scan,
+        lenses=lenses,
+        layer_dirs=[ref.path for ref in refs],
+        tokenizer=loaded.tokenizer,
+        unembed=graph_files.unembedding(loaded),
+        context_rows=rows,
+    )
+    bundle = {
+        "layout": "features/<scan>/<name>: write each entry of 'files' there for the viewer",
+        "scan": scan,
+        "contexts": "top activating contexts on the training text"
+        if rows is not None
+        else "none: the transcoders' training rows could not be rebuilt",
+        "files": files,
+    }
+    return data, bundle
+
+
+def _consistency(model, traced) -> dict[str, Any]:
+    """The library's own check on this graph: direct effects measured with everything frozen
+    equal the graph's edges to the logit (up to float error)."""
+    from interp_jobs.engine.analysis import circuits
+
+    predicted = circuits.predicted_ablation(traced)
+    top = predicted.abs().argsort(descending=True)[:3].tolist()
+    rows = circuits.direct_effect_check(model, traced, top)
+    worst = max(
+        (abs(r["graph_direct_effect"] - r["measured_direct_effect"]) for r in rows), default=0.0
+    )
+    return {
+        "evidence_kind": INTERVENTION,
+        "what": "graph's direct edge to the logit vs the logit change with every MLP, norm and "
+        "attention pattern frozen (circuit-tracer constrained_layers = all layers)",
+        "rows": rows,
+        "max_abs_difference": worst,
+    }
+
+
+# --- validation -------------------------------------------------------------------------------
+
+
+def _validation(context: Context, model, loaded, lenses) -> dict[str, Any]:
+    from interp_jobs.engine.analysis.circuit_validation import (
+        ValidationSettings,
+        entity_features,
+        two_hop,
+        validate_family,
+    )
+    from interp_jobs.engine.loading.prompt_families import load_family
+
+    params = context.parameters
+    if params.family is None:
+        return {"evidence_kind": INTERVENTION, "skipped": "no prompt family was given"}
+    settings = ValidationSettings(
+        top_nodes=params.top_nodes,
+        feature_nodes=params.family_feature_nodes,
+        batch_size=params.batch_size,
+        node_threshold=params.node_threshold,
+        edge_threshold=params.edge_threshold,
+        control_activation_ratio=params.control_activation_ratio,
+        free_ablations=params.free_attention_ablations,
+        n_bootstrap=params.n_bootstrap,
+        seed=params.seed,
+    )
+    family = load_family(params.family)
+    cases = [_case(model, loaded, p) for p in family.prompts[: params.n_family_prompts]]
+    cases = [c for c in cases if c is not None]
+    if len(cases) < 2:
+        raise CheckParameterError(
+            f"parameters.family: fewer than 2 prompts of {family.name} have a single-token "
+            "target for this tokenizer; choose another family."
+        )
+    result = validate_family(
+        model,
+        loaded,
+        lenses,
+        cases,
+        settings,
+        progress=lambda f, stage: context.progress(0.3 + 0.5 * f, stage),
+    )
+    out = {
+        "evidence_kind": INTERVENTION,
+        "interpretation": VALIDATION_NOTE,
+        "family": family.describe(),
+        "settings": vars(settings),
+        **result,
+    }
+    if params.two_hop_family:
+        hop = load_family(params.two_hop_family)
+        references = _references(model, loaded, family, {p.entity for p in hop.prompts})
+        specific = entity_features(model, references)
+        hop_cases = [c for c in (_case(model, loaded, p) for p in hop.prompts) if c is not None]
+        out["two_hop"] = {
+            "family": hop.describe(),
+            "entity_features": {e: len(f) for e, f in specific.items()},
+            **two_hop(
+                model,
+                hop_cases,
+                specific,
+                settings,
+                progress=lambda f, stage: context.progress(0.8 + 0.15 * f, stage),
+            ),
+        }
+    return out
+
+
+VALIDATION_NOTE = (
+    "Intervention results: 'measured' is the change of the target logit (minus the mean "
+    "logit) when one feature is set to zero in the model with attention patterns frozen at "
+    "their values on the prompt (circuit-tracer's feature_intervention; MLPs and norms "
+    "compute); 'measured_free_attention' is the same with nothing frozen. 'predicted' is the "
+    "graph's linear estimate (an attribution estimate). Controls are random active features "
+    "of the same layer and similar activation."
+)
+
+
+def _case(model, loaded, prompt):
+    from interp_jobs.engine.analysis import circuits
+    from interp_jobs.engine.analysis.circuit_validation import PromptCase
+
+    try:
+        target = token_id(loaded.tokenizer, prompt.target, "target")
+    except CheckParameterError:
+        return None
+    ids = loaded.encode(prompt.prompt)["input_ids"][0].tolist()
+    tokens = circuits.prompt_tokens(model, ids)
+    landmark = _span_positions(
+        loaded.tokenizer, prompt.prompt, prompt.subject, len(tokens) - len(ids)
+    )
+    return PromptCase(
+        id=prompt.id,
+        tokens=tokens,
+        target_id=target,
+        entity=prompt.entity,
+        landmark=tuple(landmark),
+    )
+
+
+def _span_positions(tokenizer, text: str, span: str, shift: int) -> list[int]:
+    """Token positions covering ``span``'s last occurrence's words up to the end of the
+    landmark ("the Eiffel Tower"), from the tokenizer's offsets."""
+    if not span:
+        return []
+    start = text.find("where ")
+    start = start + len("where ") if start >= 0 else max(0, text.rfind(span.strip()))
+    end = text.find(" is located", start)
+    end = end if end >= 0 else start + len(span)
+    try:
+        offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)[
+            "offset_mapping"
+        ]
+    except (NotImplementedError, TypeError, ValueError, KeyError):
+        return []
+    return [i + shift for i, (a, b) in enumerate(offsets) if a < end and b > start]
+
+
+def _references(model, loaded, family, entities: set[str]) -> dict[str, tuple]:
+    """Per entity, its one-hop prompt's tokens and the position of its own token."""
+    from interp_jobs.engine.analysis import circuits
+
+    references = {}
+    for prompt in family.prompts:
+        if not prompt.subject:
+            continue
+        ids = loaded.encode(prompt.prompt)["input_ids"][0].tolist()
+        tokens = circuits.prompt_tokens(model, ids)
+        subject = loaded.tokenizer.encode(prompt.subject, add_special_tokens=False)
+        if len(subject) != 1 or subject[0] not in tokens.tolist():
+            continue
+        references[prompt.subject] = (tokens, tokens.tolist().index(subject[0]))
+    missing = entities - set(references)
+    if missing:
+        raise CheckParameterError(
+            f"two_hop_family: entities {sorted(missing)} have no one-hop prompt in "
+            f"{family.name} to find their features; use families that match."
+        )
+    return references
+
+
+# --- verdict ----------------------------------------------------------------------------------
+
+
+def judge(traced, validation: dict, thresholds: Thresholds) -> tuple[str, list[str]]:
     """Verdict from the policy's thresholds only; reasons say what was compared."""
-    outcomes: list[tuple[bool | None, str]] = []
-    if thresholds.min_rank_agreement is not None:
-        rho = graph.rank_agreement
-        outcomes.append(
-            (
-                None,
-                "rank agreement could not be measured (fewer than two ablations "
-                "or constant values)",
-            )
-            if rho is None
-            else (
-                rho >= thresholds.min_rank_agreement,
-                f"rank agreement {rho:.3f} vs minimum {thresholds.min_rank_agreement}",
-            )
-        )
-    if thresholds.max_error_share is not None:
-        share = graph.error_share
-        outcomes.append(
-            (None, "error share undefined (no attribution at the lens layers)")
-            if math.isnan(share)
-            else (
-                share <= thresholds.max_error_share,
-                f"error share {share:.3f} vs maximum {thresholds.max_error_share}",
-            )
-        )
-    if thresholds.max_relative_error is not None:
-        worst = graph.worst_relative_error_norm
-        outcomes.append(
-            (
-                worst <= thresholds.max_relative_error,
-                f"worst relative reconstruction error {worst:.3f} vs maximum "
-                f"{thresholds.max_relative_error}",
-            )
-        )
+    stats = validation.get("statistics", {})
+    two_hop = validation.get("two_hop", {})
+
+    def single(value: float) -> dict:  # one graph: no interval, the value is its own bound
+        return {"value": value, "lower95": value, "upper95": value, "n": 1}
+
+    rules = [
+        ("min_replacement", single(traced.replacement), True, "replacement score (traced graph)"),
+        ("min_completeness", single(traced.completeness), True, "completeness (traced graph)"),
+        ("min_rank_correlation", stats.get("rank_correlation"), True, "rank correlation"),
+        ("min_sign_agreement", stats.get("sign_agreement"), True, "sign agreement"),
+        ("max_control_ratio", stats.get("control_to_top_ratio"), False, "control / top effect"),
+        ("min_two_hop_found_rate", two_hop.get("found_rate"), True, "two-hop path found rate"),
+    ]
+    outcomes = [
+        _outcome(estimate, getattr(thresholds, field), minimum, label, thresholds.bound)
+        for field, estimate, minimum, label in rules
+        if getattr(thresholds, field) is not None
+    ]
     reasons = [reason for _, reason in outcomes]
     if not outcomes:
         return INCONCLUSIVE, ["no thresholds were set by the policy"]
@@ -244,291 +527,335 @@ def judge(graph, thresholds: Thresholds) -> tuple[str, list[str]]:
     return PASS, reasons
 
 
-NUMBER_KINDS = {
-    "attribution_estimates": (
-        "nodes[].attribution, edges[].weight, edges[].metric_weight; in layers[] the influence "
-        "and total sums, error_share, error_to_activation, unattributed; the top-level "
-        "error_share, error_to_activation and token_attribution_total; "
-        "ablations.checks[].attribution_estimate: gradient x activation, a first-order linear "
-        "approximation; not measured effects"
-    ),
-    "intervention_results": (
-        "ablations.checks[].measured_effect and ablations.checks[].metric_ablated: measured "
-        "by re-running the model with that one feature set to zero at that one position"
-    ),
-    "observed": (
-        "nodes[].activation, layers[].relative_error_norm, worst_relative_error_norm, "
-        "metric.unmodified, metric.spliced_with_error_terms"
-    ),
-}
-METHOD = {
-    "reference": "Marks et al. 2024, Sparse Feature Circuits (attribution patching)",
-    "splice": (
-        "at each lens hook x -> decode(encode(x)) + error, error = x - decode(encode(x)) "
-        "held as a node; equals the unmodified model (see metric.max_abs_logit_"
-        "difference_spliced_vs_unmodified)"
-    ),
-    "node_attribution": (
-        "feature: dmetric/dactivation * activation; error: dmetric/derror . "
-        "error; token: dmetric/dembedding . embedding; gradients through the "
-        "model with error terms kept (the unmodified model's gradient)"
-    ),
-    "edge_weight": (
-        "weight = d(target activation)/d(source) . source, in the target's units "
-        "(a feature's activation; for the metric node the metric, so the source's "
-        "attribution; null for error targets, which are vectors); metric_weight = "
-        "the same path's estimated contribution to the metric (weight x "
-        "dmetric/dtarget; for error targets d(dmetric/derror . error)/d(source) . "
-        "source)"
-    ),
-    "pruning": (
-        "per lens layer, nodes by |attribution| until node_threshold of the layer's "
-        "total |attribution| is kept, at most max_nodes; all token nodes are kept"
-    ),
-    "unattributed": (
-        "per layer, dmetric/dx . decoder bias: part of the activation that no "
-        "node carries; features + errors + unattributed = dmetric/dx . x"
-    ),
-}
+def _outcome(estimate, bar: float, minimum: bool, label: str, bound: str):
+    side = "value" if bound == "estimate" else ("lower95" if minimum else "upper95")
+    value = None if not estimate else estimate.get(side)
+    if value is None or not math.isfinite(value):
+        return None, f"{label} could not be measured (threshold {bar})"
+    where = (
+        "" if side == "value" or estimate.get("n") == 1 else f" ({side} bound, n={estimate['n']})"
+    )
+    ok = value >= bar if minimum else value <= bar
+    return ok, f"{label} {value:.3f}{where} vs {'minimum' if minimum else 'maximum'} {bar}"
 
 
-def graph_document(graph, params: Parameters, target: dict, lenses: list[tuple]) -> dict:
-    """graph.json: the graph, what each number is, and the ablation checks."""
-    from interp_jobs.engine.analysis.attribution import EDGE_BATCH, INTERPRETATION
+# --- evidence ---------------------------------------------------------------------------------
 
-    texts = {position: text for position, _, text in graph.tokens}
+
+def _circuit_document(traced, prompt, params: Parameters, logit_gap: float, consistency, scan):
+    from interp_jobs.engine.analysis.circuits import predicted_ablation
+
+    tokenizer_tokens = traced.tokens
+    predicted = predicted_ablation(traced).tolist()
+    features = [
+        {**f, "predicted_ablation_effect": predicted[f["node"]]}
+        for f in traced.features()
+        if f["kept"]
+    ]
     return {
         "evidence_kind": ATTRIBUTION,
-        "interpretation": INTERPRETATION,
-        "number_kinds": NUMBER_KINDS,
-        "method": METHOD,
+        "interpretation": (
+            "Attribution estimates: every edge is a linear direct effect in the local "
+            "replacement model (transcoders for the MLPs, attention patterns and norm scales "
+            "frozen on this prompt, error nodes for what the transcoders miss); "
+            "predicted_ablation_effect chains them. None of them is a measured causal effect; "
+            "'consistency' and validation.json hold intervention results."
+        ),
+        "method": {
+            "reference": "Ameisen et al. 2025, Circuit Tracing (transformer-circuits.pub)",
+            "library": "circuit-tracer 0.5.0 (nnsight backend)",
+            "scan": scan,
+            "max_feature_nodes": params.max_feature_nodes,
+            "batch_size": params.batch_size,
+            "node_threshold": params.node_threshold,
+            "edge_threshold": params.edge_threshold,
+        },
         "prompt": {
             "text": params.prompt,
             "chat": params.chat,
-            "tokens": [{"position": p, "id": i, "text": t} for p, i, t in graph.tokens],
+            "tokens": tokenizer_tokens,
+            "special_token_prepended_by_circuit_tracer": prompt["prepended"],
         },
-        "metric": {
-            "kind": params.metric,
-            "target": target,
-            "unmodified": graph.metric_unmodified,
-            "spliced_with_error_terms": graph.metric_spliced,
-            "max_abs_logit_difference_spliced_vs_unmodified": graph.max_abs_logit_diff,
+        "positions": {
+            **prompt["plan"].describe(),
+            "handling": "position 0: circuit-tracer zero_positions = slice(0, 1) (features and "
+            "error node zeroed; its MLP output is a constant of the frozen context); template "
+            "positions: kept as graph nodes, never targeted by validation interventions",
         },
-        "lenses": [
-            {
-                "name": ref.name,
-                "digest": ref.digest,
-                "hook": info["hook_name"],
-                "d_sae": info["d_sae"],
-                "architecture": info["architecture"],
-            }
-            for ref, _, info in lenses
-        ],
-        "pruning": {
-            "max_nodes_per_layer": params.max_nodes,
-            "node_threshold": params.node_threshold,
-        },
-        "error_share": graph.error_share,
-        "error_to_activation": graph.error_to_activation,
-        "worst_relative_error_norm": graph.worst_relative_error_norm,
-        "layers": [vars(layer) for layer in graph.layers],
-        "token_attribution_total": graph.token_total,
-        "nodes": [_node_dict(node, texts, params.target) for node in graph.nodes],
-        "edges": [vars(edge) for edge in graph.edges],
-        "ablations": _ablation_document(graph),
-        "cost": {
-            "forward_passes": graph.n_forward_passes,
-            "backward_passes": graph.n_backward_passes,
-            "note": (
-                "forward passes: the unmodified model, the spliced model, and the "
-                "ablation checks (batched, one row per ablated feature); backward "
-                "passes: one full pass for node attributions, then for the edges one "
-                "partial pass (down to the previous lens layer) per lens layer, "
-                f"vectorised over its kept nodes ({EDGE_BATCH} rows at most per "
-                "pass)"
-            ),
-        },
+        "target": {"text": params.target, "id": traced.target_id},
+        "target_probability": traced.target_probability,
+        "scores": {"replacement": traced.replacement, "completeness": traced.completeness},
+        "counts": traced.counts(),
+        "max_abs_logit_difference_vs_registered_model": logit_gap,
+        "kept_features": features,
+        "consistency": consistency,
     }
 
 
-def _node_dict(node, texts: dict[int, str], target: str) -> dict:
-    row = vars(node).copy()
-    row["token"] = target if node.type == "logit" else texts[node.position]
-    return row
+def _metrics(traced, validation: dict, logit_gap: float) -> dict[str, Any]:
+    stats = validation.get("statistics", {})
+    two_hop = validation.get("two_hop", {})
 
+    def est(name: str, source: dict) -> dict | None:
+        value = source.get(name)
+        return None if value is None else {k: _num(v) for k, v in value.items() if k != "method"}
 
-def _ablation_document(graph) -> dict:
-    checks = [
-        {
-            "node": a.node,
-            "hook": a.hook,
-            "position": a.position,
-            "feature": a.feature,
-            "attribution_estimate": a.attribution,
-            "measured_effect": a.measured_effect,
-            "metric_ablated": a.metric_ablated,
-            "in_graph": a.in_graph,
-            "signs_agree": _sign(a.attribution) == _sign(a.measured_effect),
-        }
-        for a in graph.ablations
-    ]
     return {
-        "evidence_kind": INTERVENTION,
-        "replacement": "zero",
-        "what": (
-            "for the features with the largest |attribution| over all lens layers, one at a "
-            "time: set the feature to 0 at its position (activation -> decode(features) + "
-            "clean error at its hook), re-run the model, and record measured_effect = "
-            "metric(unmodified) - metric(ablated); attribution_estimate is the linear "
-            "estimate of that same difference"
-        ),
-        "rank_agreement_spearman": graph.rank_agreement,
-        "sign_agreement": graph.sign_agreement,
-        "checks": checks,
+        "replacement": _num(traced.replacement),
+        "completeness": _num(traced.completeness),
+        "target_probability": _num(traced.target_probability),
+        **{k: v for k, v in traced.counts().items()},
+        "max_abs_logit_difference": _num(logit_gap),
+        "family_prompts": stats.get("n_prompts"),
+        "family_replacement": est("replacement", stats),
+        "family_completeness": est("completeness", stats),
+        "rank_correlation": est("rank_correlation", stats),
+        "sign_agreement": est("sign_agreement", stats),
+        "rank_correlation_free_attention": est("rank_correlation_free_attention", stats),
+        "control_to_top_ratio": est("control_to_top_ratio", stats),
+        "mean_abs_effect_top": est("mean_abs_effect_top", stats),
+        "mean_abs_effect_control": est("mean_abs_effect_control", stats),
+        "two_hop_found_rate": est("found_rate", two_hop),
     }
 
 
-def _sign(value: float) -> int:
-    return (value > 0) - (value < 0)
+def _num(value):
+    """Metrics are JSON: NaN becomes null, and 6 significant digits keep them reproducible."""
+    if not isinstance(value, float):
+        return value
+    return float(f"{value:.6g}") if math.isfinite(value) else None
 
 
-def graph_svg(graph, params: Parameters) -> bytes:
-    layers = graph.layers
-    rows = {hook: index + 1 for index, hook in enumerate(layer.hook for layer in layers)}
-    nodes = [_figure_node(node, rows, len(layers) + 1) for node in graph.nodes]
-    edges = [(edge.source, edge.target, edge.metric_weight) for edge in graph.edges]
-    rho = graph.rank_agreement
-    title = (
-        f"circuit_trace: {params.metric} of {params.target!r}; error share "
-        f"{_percent(graph.error_share)}; rank agreement with measured ablations "
-        f"{'n/a' if rho is None else f'{rho:.2f}'}"
+def _fmt(estimate: dict | None) -> str:
+    if not estimate:
+        return "n/a"
+    return (
+        f"{estimate['value']:.2f} [{estimate['lower95']:.2f}, {estimate['upper95']:.2f}], "
+        f"n={estimate['n']}"
     )
-    row_labels = [
-        "tokens (embeddings)",
-        *(layer.hook for layer in layers),
-        f"metric: {params.metric}",
-    ]
-    columns = [f"{p}: {text!r}" for p, _, text in graph.tokens]
+
+
+def _summary(traced, validation, params: Parameters, verdict, reasons, prompt) -> str:
+    counts = traced.counts()
+    stats = validation.get("statistics", {})
+    text = (
+        f"Attributed the logit of {params.target!r} after a {len(traced.tokens)}-token prompt"
+        f"{' (chat template applied)' if params.chat else ''} through transcoders at every "
+        f"layer (circuit-tracer replacement model: attention and norms frozen, error nodes). "
+        f"{counts['attributed_features']} of {counts['active_features']} active features were "
+        f"attributed; pruning kept {counts['kept_features']} features and "
+        f"{counts['kept_error_nodes']} error nodes. Replacement score "
+        f"{traced.replacement:.2f}, completeness {traced.completeness:.2f} (attribution "
+        f"estimates). Position 0 (the attention sink"
+        f"{', a special token circuit-tracer prepended' if prompt['prepended'] else ''}) is "
+        f"left out as circuit-tracer does. "
+    )
+    if stats:
+        text += (
+            f"Validation by interventions on {stats['n_prompts']} prompts of "
+            f"{validation['family']['name']}: rank correlation of predicted and measured "
+            f"ablation effects {_fmt(stats['rank_correlation'])}, sign agreement "
+            f"{_fmt(stats['sign_agreement'])}; random same-layer features of similar "
+            f"activation moved the logit {_fmt(stats['control_to_top_ratio'])} times as much "
+            f"as the top features. "
+        )
+    hop = validation.get("two_hop")
+    if hop:
+        text += (
+            f"Two-hop control: an intermediate-entity feature path was found in "
+            f"{_fmt(hop['found_rate'])} of the two-hop prompts. "
+        )
+    return text + f"Verdict {verdict}: {'; '.join(reasons)}."
+
+
+def _figure(graph_bytes: bytes, traced, params: Parameters) -> bytes:
+    import json
+
+    title = (
+        f"circuit_trace: {params.target!r}; replacement {traced.replacement:.2f}, "
+        f"completeness {traced.completeness:.2f}"
+    )
+    return attribution_graph_svg(json.loads(graph_bytes), title)
+
+
+# The figure lives here, not in figures.py: only this check draws an attribution graph.
+
+
+def attribution_graph_svg(graph: dict, title: str) -> bytes:
+    """A static drawing of a graph in circuit-tracer's schema (metadata, nodes, links): one row
+    per layer (embeddings at the bottom, the logit on top), one column per token position.
+    Features are circles sized by activation, error nodes grey squares sized by influence,
+    tokens and the logit boxes; links are coloured by the sign of their weight."""
+    layers = [int(n["layer"]) for n in graph["nodes"] if n["layer"] != "E"]
+    top = max(layers, default=1)  # circuit-tracer puts the logit at n_layers + 1
+    tokens = graph["metadata"]["prompt_tokens"]
+    nodes = [_graph_node(n, top, tokens) for n in graph["nodes"]]
+    edges = [(link["source"], link["target"], float(link["weight"])) for link in graph["links"]]
+    kinds = {"cross layer transcoder": 0, "mlp reconstruction error": 0}
+    for n in graph["nodes"]:
+        if n["feature_type"] in kinds:
+            kinds[n["feature_type"]] += 1
     caption = [
-        "Attribution estimates (gradient x activation), not causal effects; measured "
-        "ablations are in graph.json.",
-        "Blue positive, red negative; circles SAE features, squares SAE error nodes; "
-        "size follows |attribution|,",
-        "edge opacity |estimated contribution to the metric|.",
+        "Attribution estimates (linear direct effects in the local replacement model), not "
+        "causal effects; interventions are in validation.json.",
+        f"{kinds['cross layer transcoder']} feature nodes (circles), "
+        f"{kinds['mlp reconstruction error']} error nodes (grey squares), {len(edges)} links; "
+        "blue positive, red negative.",
+        "Position 0 holds the attention sink: circuit-tracer zeroes its features and error.",
     ]
-    return layered_graph_svg(title, row_labels, columns, nodes, edges, caption)
+    rows = ["embeddings", *(f"layer {i}" for i in range(top - 1)), "logit"]
+    columns = [f"{i}: {t!r}" for i, t in enumerate(tokens)]
+    from interp_jobs.checks.figures import layered_graph_svg
+
+    return layered_graph_svg(title, rows, columns, nodes, edges, caption)
 
 
-def _figure_node(node, rows: dict[str, int], top: int) -> dict:
-    row = {"token": 0, "logit": top}.get(node.type, rows.get(node.hook, 0))
-    shape = {"token": "box", "logit": "box", "error": "square"}.get(node.type, "circle")
-    label = node.token if node.type == "token" else f"{node.attribution:.3g}"
-    # the metric's own sign is not an attribution: its box stays neutral
-    value = 0.0 if node.type == "logit" else node.attribution
+def _graph_node(node: dict, top: int, tokens: list[str]) -> dict:
+    kind = node["feature_type"]
+    row = 0 if node["layer"] == "E" else min(int(node["layer"]) + 1, top)
+    influence = node.get("influence") or 0.0
+    if kind == "embedding":
+        position = int(node["ctx_idx"])
+        shape, value = "box", 1.0
+        label = tokens[position] if position < len(tokens) else f"tok {position}"
+    elif kind == "logit":
+        clerp = node.get("clerp", "")
+        shape, value = "box", 0.0
+        label = clerp.split('"')[1] if clerp.count('"') >= 2 else "logit"
+    elif kind == "mlp reconstruction error":
+        shape, value, label = "square", influence, ""
+    else:
+        shape, value, label = "circle", node.get("activation") or influence, ""
     return {
-        "id": node.id,
+        "id": node["node_id"],
         "row": row,
-        "column": node.position,
+        "column": int(node["ctx_idx"]),
         "value": value,
         "shape": shape,
         "label": label,
-        "tip": f"{node.id}: attribution {node.attribution:.4g}, activation {node.activation:.4g}",
+        "tip": f"{node['node_id']} ({kind}): influence {influence:.3g}",
     }
 
 
-def _percent(value: float) -> str:
-    return "n/a" if math.isnan(value) else f"{value:.0%}"
+def _provenance(context: Context, refs, prompt, target_id, validation, logit_gap) -> dict:
+    from importlib.metadata import version
 
-
-def _num(value: float | None) -> float | None:
-    """Metrics are JSON: NaN becomes null, and 6 significant digits keep them reproducible."""
-    if value is None or math.isnan(value):
-        return None
-    return float(f"{value:.6g}")
-
-
-def _metrics(graph, params: Parameters) -> dict:
+    params = context.parameters
     return {
-        "metric": params.metric,
-        "target": params.target,
-        "metric_value": _num(graph.metric_unmodified),
-        "error_share": _num(graph.error_share),
-        "error_share_by_layer": {layer.hook: _num(layer.error_share) for layer in graph.layers},
-        "error_to_activation": _num(graph.error_to_activation),
-        "relative_error_norm_by_layer": {
-            layer.hook: _num(layer.relative_error_norm) for layer in graph.layers
+        "method": "Ameisen et al. 2025, Circuit Tracing; circuit-tracer replacement model",
+        "versions": {
+            pkg: version(pkg)
+            for pkg in ("circuit-tracer", "nnsight", "torch", "transformers", "sae-lens")
         },
-        "rank_agreement": _num(graph.rank_agreement),
-        "sign_agreement": _num(graph.sign_agreement),
-        "n_ablation_checks": len(graph.ablations),
-        "n_nodes": len(graph.nodes),
-        "n_edges": len(graph.edges),
-        "max_abs_logit_diff_spliced": _num(graph.max_abs_logit_diff),
-        "forward_passes": graph.n_forward_passes,
-        "backward_passes": graph.n_backward_passes,
-    }
-
-
-def _summary(graph, params: Parameters, model: str, verdict: str, reasons: list[str]) -> str:
-    hooks = ", ".join(layer.hook for layer in graph.layers)
-    per_layer = ", ".join(f"{layer.hook} {_percent(layer.error_share)}" for layer in graph.layers)
-    rho, signs = graph.rank_agreement, graph.sign_agreement
-    check = (
-        f"Zero-ablating the top {len(graph.ablations)} features for real (intervention "
-        f"results) gave a Spearman rank agreement of "
-        f"{'n/a' if rho is None else f'{rho:.2f}'} with their attribution estimates, and "
-        f"the signs agreed for {'n/a' if signs is None else f'{signs:.0%}'} of them."
-        if graph.ablations
-        else "No ablation checks were run, so the estimates are "
-        "unchecked against real interventions."
-    )
-    return (
-        f"Traced the {params.metric} of target token {params.target!r} after a "
-        f"{len(graph.tokens)}-token prompt{' (chat template applied)' if params.chat else ''} "
-        f"on {model}, through SAE lenses at {hooks} spliced in with their error terms (the "
-        f"last position's logits then differ from the unmodified model's by at most "
-        f"{graph.max_abs_logit_diff:.1e}). "
-        f"The graph keeps {len(graph.nodes)} nodes and {len(graph.edges)} edges; its values are "
-        f"attribution estimates (gradient x activation, a linear approximation), not causal "
-        f"effects. {_percent(graph.error_share)} of the total |attribution| at the lens layers "
-        f"flows through error nodes ({per_layer}): that part of the computation is not "
-        f"explained by lens features. {_fit_sentence(graph)} {check} Verdict {verdict}: "
-        f"{'; '.join(reasons)}."
-    )
-
-
-def _fit_sentence(graph) -> str:
-    worst, ratio = graph.worst_relative_error_norm, graph.error_to_activation
-    sentence = (
-        f"The lenses reconstruct this prompt's activations with relative error up to "
-        f"{worst:.2f}, and the error nodes' |attribution| is {ratio:.2f} times that of "
-        f"the whole activations."
-    )
-    if worst >= 1 or ratio > 1:
-        sentence += (
-            " Warning: the lenses' features and errors are large and cancel, so the "
-            "error share understates how little the lenses explain; do not read the "
-            "features as the mechanism."
-        )
-    return sentence
-
-
-def _provenance(params: Parameters, input_ids, target: dict, lenses: list[tuple]) -> dict:
-    return {
-        "method": METHOD["reference"],
-        "lenses": [
-            {"name": ref.name, "digest": ref.digest, "path": ref.path, "info": info}
-            for ref, _, info in lenses
-        ],
+        "model": {
+            "path": context.model.path,
+            "format": context.model.format,
+            "weights_digest": context.model.weights_digest,
+        },
+        "transcoders": [{"name": r.name, "digest": r.digest, "path": r.path} for r in refs],
         "prompt": params.prompt,
         "chat": params.chat,
-        "n_prompt_tokens": int(input_ids.shape[1]),
-        "target_token_id": target["id"],
-        "contrast_token_id": target["contrast_id"],
-        "metric": params.metric,
-        "max_nodes": params.max_nodes,
-        "node_threshold": params.node_threshold,
-        "n_ablation_checks": params.n_ablation_checks,
-        "ablation": params.ablation,
+        "tokens": prompt["tokens"].tolist(),
+        "target_token_id": target_id,
+        "families": {
+            "family": validation.get("family"),
+            "two_hop": validation.get("two_hop", {}).get("family"),
+        },
+        "parameters": params.model_dump(mode="json"),
+        "positions": prompt["plan"].rule.describe()["rule"],
+        "max_abs_logit_difference_vs_registered_model": logit_gap,
+        "device": context.device,
+        "dtype": "float32",
         "seed": params.seed,
     }
+
+
+# --- the figures the README states ------------------------------------------------------------
+
+FIGURES_FILE = "circuit_figures.json"
+DEMO_PARAMETERS = {"prompt": "The capital of France is", "target": " Paris"}
+# A fresh run on another machine differs only by float summation order (thread count), far
+# below these; a larger gap means the model, the transcoders or the libraries changed.
+FIGURE_TOLERANCES = {
+    "replacement": 0.02,
+    "completeness": 0.02,
+    "target_probability": 0.005,
+    "family_replacement": 0.02,
+    "rank_correlation": 0.05,
+    "sign_agreement": 0.05,
+    "control_to_top_ratio": 0.05,
+    "two_hop_found_rate": 0.01,
+}
+
+
+def figures(metrics: dict) -> dict:
+    """The numbers the README quotes about traces, from a circuit_trace run's metrics (the
+    demo calls this on its run; a SmolLM2 test re-derives them)."""
+
+    def value(name: str):
+        item = metrics.get(name)
+        return item["value"] if isinstance(item, dict) else item
+
+    return {
+        "replacement": metrics["replacement"],
+        "completeness": metrics["completeness"],
+        "target_probability": metrics["target_probability"],
+        "kept_features": metrics["kept_features"],
+        "family_replacement": value("family_replacement"),
+        "rank_correlation": value("rank_correlation"),
+        "sign_agreement": value("sign_agreement"),
+        "control_to_top_ratio": value("control_to_top_ratio"),
+        "two_hop_found_rate": value("two_hop_found_rate"),
+        "intervals": {
+            name: metrics.get(name)
+            for name in (
+                "rank_correlation",
+                "sign_agreement",
+                "control_to_top_ratio",
+                "two_hop_found_rate",
+                "family_replacement",
+            )
+        },
+    }
+
+
+def record_figures(model_path: str, set_dir: str, parameters: dict | None = None) -> dict:
+    """Run circuit_trace on the demo model with the shipped transcoders and write the
+    figures next to them (``python -m interp_jobs.checks.circuit_trace MODEL.gguf SET_DIR``)."""
+    import json
+
+    from interp_jobs.checks.base import LensRef, ModelRef
+    from interp_jobs.engine.loading.transcoders import read_set
+
+    info = read_set(set_dir)
+    refs = tuple(
+        LensRef(str(info.layer_dir(i)), "", f"transcoder-{i:02d}") for i in range(info.n_layers)
+    )
+    parameters = parameters or DEMO_PARAMETERS
+    context: Context = CheckContext(
+        model=ModelRef(model_path, "gguf", "", {}, Path(model_path).name),
+        parameters=Parameters.model_validate(parameters),
+        thresholds=Thresholds.model_validate({}),
+        lenses=refs,
+        log=print,
+        progress=lambda fraction, stage: print(f"{fraction:4.0%} {stage}", flush=True),
+    )
+    result = run(context)
+    body = {
+        "parameters": parameters,
+        "figures": figures(result.metrics),
+        "metrics": result.metrics,
+        "summary": result.summary,
+        "versions": result.provenance["versions"],
+    }
+    out = Path(set_dir) / FIGURES_FILE
+    out.write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")
+    return body
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 3:
+        sys.exit("usage: python -m interp_jobs.checks.circuit_trace MODEL.gguf TRANSCODER_SET_DIR")
+    print(record_figures(sys.argv[1], sys.argv[2])["summary"])

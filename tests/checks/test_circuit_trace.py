@@ -1,11 +1,12 @@
-"""circuit_trace on the tiny Llama with three lenses (blocks.0/1/2 resid_post), and once on
-SmolLM2 itself."""
+"""circuit_trace on the tiny Llama with random per-layer transcoders (three lenses, one per
+layer) and tiny prompt families, and on SmolLM2 with the shipped transcoders."""
 
+import hashlib
 import json
 import os
-import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -16,221 +17,329 @@ from interp_jobs.checks.base import (
     INCONCLUSIVE,
     INTERVENTION,
     PASS,
+    CheckContext,
     CheckParameterError,
     LensRef,
     ModelRef,
 )
-from tests.factories import save_random_lens
+from interp_jobs.engine.errors import PermanentEngineError
+from tests.factories import save_random_transcoders, transcoder_refs
 
-HOOKS = [f"blocks.{i}.hook_resid_post" for i in range(3)]
-PROMPT = "How do I bake bread at home"
+PROMPT = "how can I make a"
 TARGET = " the"
+SUBJECTS = [" you", " my", " it", " that", " the", " a"]
+SMALL = {
+    "prompt": PROMPT,
+    "target": TARGET,
+    "family": "tiny-one",
+    "two_hop_family": "tiny-two",
+    "n_family_prompts": 6,
+    "top_nodes": 3,
+    "max_feature_nodes": 64,
+    "family_feature_nodes": 32,
+    "n_bootstrap": 200,
+}
 
 
 @pytest.fixture(scope="module")
-def three_lenses(tmp_path_factory):
-    root = tmp_path_factory.mktemp("circuit-lenses")
-    return tuple(
-        LensRef(
-            path=str(save_random_lens(root / f"l{i}", seed=10 + i, hook_name=hook)),
-            digest=f"sha256:l{i}",
-            name=f"l{i}",
-        )
-        for i, hook in enumerate(HOOKS)
-    )
+def transcoders(tmp_path_factory):
+    root = save_random_transcoders(tmp_path_factory.mktemp("transcoders"))
+    return transcoder_refs(root)
+
+
+@pytest.fixture(autouse=True)
+def tiny_families(tmp_path, monkeypatch):
+    """One-hop and two-hop families whose words are single tokens of the tiny tokenizer."""
+    from interp_jobs.engine.loading import prompt_families
+
+    one = [
+        {"id": f"o{i}", "prompt": f"how can I do{s} with", "target": " the", "subject": s}
+        for i, s in enumerate(SUBJECTS)
+    ]
+    two = [
+        {
+            "id": f"t{i}",
+            "prompt": f"the capital of the country where I do{s} is located is",
+            "target": " a",
+            "subject": s,
+            "entity": s,
+        }
+        for i, s in enumerate(SUBJECTS[:3])
+    ]
+    manifest = {"families": {}}
+    for name, rows in (("tiny-one", one), ("tiny-two", two)):
+        data = "".join(json.dumps(row) + "\n" for row in rows).encode()
+        (tmp_path / f"{name}.jsonl").write_bytes(data)
+        manifest["families"][name] = {
+            "file": f"{name}.jsonl",
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "count": len(rows),
+            "description": "tiny test family",
+        }
+    (tmp_path / "MANIFEST.json").write_text(json.dumps(manifest))
+    monkeypatch.setattr(prompt_families, "FAMILIES_DIR", tmp_path)
+    monkeypatch.setenv("ASSAY_WORK_DIR", str(tmp_path / "work"))
 
 
 @pytest.fixture
-def trace_context(make_context, three_lenses):
-    def make(thresholds=None, **parameters):
-        parameters = {
-            "prompt": PROMPT,
-            "target": TARGET,
-            "max_nodes": 6,
-            "n_ablation_checks": 6,
-            **parameters,
-        }
+def context(make_context, transcoders):
+    def make(thresholds=None, lenses=None, **parameters):
         return make_context(
-            circuit_trace, parameters=parameters, thresholds=thresholds, lenses=three_lenses
+            circuit_trace,
+            parameters={**SMALL, **parameters},
+            thresholds=thresholds,
+            lenses=transcoders if lenses is None else lenses,
         )
 
     return make
 
 
-def _artifact(result, title):
-    return next(a.data for a in result.artifacts if a.title == title)
+def artifact(result, title: str) -> bytes:
+    return next(item.data for item in result.artifacts if item.title == title)
 
 
-def test_graph_json_separates_attribution_estimates_from_measured_ablations(trace_context):
-    result = circuit_trace.run(trace_context())
+THRESHOLDS = {"min_replacement": 0.0, "min_rank_correlation": -1.0, "max_control_ratio": 100.0}
+
+
+def test_traces_every_layer_and_validates_the_graph_by_interventions(context):
+    from interp_jobs.engine.analysis.graph_files import validate_feature, validate_graph
+
+    result = circuit_trace.run(context(THRESHOLDS))
     assert result.evidence_kind == ATTRIBUTION
-    assert result.verdict == INCONCLUSIVE  # no thresholds, no bar
-    graph = json.loads(_artifact(result, "graph.json"))
-    assert graph["evidence_kind"] == "attribution"
-    assert "not causal effects" in graph["interpretation"]
-    assert "measured_effect" in graph["number_kinds"]["intervention_results"]
-    assert graph["ablations"]["evidence_kind"] == INTERVENTION
-    assert graph["ablations"]["replacement"] == "zero"
-    checks = graph["ablations"]["checks"]
-    assert len(checks) == 6
-    assert {"attribution_estimate", "measured_effect", "signs_agree"} <= set(checks[0])
-    assert graph["metric"]["max_abs_logit_difference_spliced_vs_unmodified"] < 1e-4
-    assert [layer["hook"] for layer in graph["layers"]] == HOOKS
-    types = {node["type"] for node in graph["nodes"]}
-    assert types == {"token", "feature", "error", "logit"}
-    feature = next(node for node in graph["nodes"] if node["type"] == "feature")
-    assert {"id", "layer", "position", "token", "feature", "activation", "attribution"} <= set(
-        feature
-    )
-    assert graph["cost"]["backward_passes"] == 1 + len(graph["layers"])
-    assert result.metrics["error_share"] == pytest.approx(graph["error_share"], rel=1e-5)
-    assert result.metrics["rank_agreement"] == graph["ablations"]["rank_agreement_spearman"]
-    assert "attribution estimates" in result.summary
-    assert "intervention" in result.summary
-    assert result.provenance["lenses"][0]["digest"] == "sha256:l0"
-
-
-def test_graph_figure_is_a_layered_svg_with_every_node(trace_context):
-    result = circuit_trace.run(trace_context())
-    graph = json.loads(_artifact(result, "graph.json"))
-    svg = ET.fromstring(_artifact(result, "graph.svg"))
-    tips = [el.text for el in svg.iter("{http://www.w3.org/2000/svg}title")]
-    assert len(tips) == len(graph["nodes"])
-    assert any(tip.startswith("logit:") for tip in tips)
-    lines = list(svg.iter("{http://www.w3.org/2000/svg}line"))
-    assert len(lines) == len(graph["edges"])
-
-
-def test_same_inputs_give_byte_identical_evidence(trace_context):
-    first = circuit_trace.run(trace_context())
-    second = circuit_trace.run(trace_context())
-    assert _artifact(first, "graph.json") == _artifact(second, "graph.json")
-    assert _artifact(first, "graph.svg") == _artifact(second, "graph.svg")
-    assert first.metrics == second.metrics
-
-
-def test_target_that_is_not_one_token_is_refused_with_its_tokenization(trace_context):
-    with pytest.raises(CheckParameterError, match=r"tokenizes to \d+ token\(s\)"):
-        circuit_trace.run(trace_context(target=" photosynthesis quickly"))
-
-
-def test_contrast_is_required_exactly_for_the_logit_difference(trace_context):
-    with pytest.raises(CheckParameterError, match="contrast"):
-        trace_context(metric="logit_diff")
-    with pytest.raises(CheckParameterError, match="contrast"):
-        trace_context(contrast=" a")
-    result = circuit_trace.run(trace_context(metric="logit_diff", contrast=" a"))
-    graph = json.loads(_artifact(result, "graph.json"))
-    assert graph["metric"]["target"]["contrast"] == " a"
-
-
-def test_bad_parameter_values_fail_validation(trace_context):
-    for bad in (
-        {"node_threshold": 0},
-        {"max_nodes": 0},
-        {"ablation": "mean"},
-        {"metric": "prob"},
-        {"lenses": []},
-        {"unknown": 1},
-    ):
-        with pytest.raises(CheckParameterError):
-            trace_context(**bad)
-
-
-def test_unknown_lens_name_is_refused(trace_context):
-    with pytest.raises(CheckParameterError, match="no lens named 'l9'"):
-        circuit_trace.run(trace_context(lenses=["l9"]))
-
-
-def test_lens_parameter_traces_only_the_named_lenses(trace_context):
-    result = circuit_trace.run(trace_context(lenses=["l2", "l0"]))
-    graph = json.loads(_artifact(result, "graph.json"))
-    assert [layer["hook"] for layer in graph["layers"]] == [HOOKS[0], HOOKS[2]]
-    assert set(result.metrics["error_share_by_layer"]) == {HOOKS[0], HOOKS[2]}
-
-
-def test_chat_prompt_is_traced_in_the_chat_template(trace_context):
-    plain = json.loads(_artifact(circuit_trace.run(trace_context()), "graph.json"))
-    chat = json.loads(_artifact(circuit_trace.run(trace_context(chat=True)), "graph.json"))
-    assert len(chat["prompt"]["tokens"]) > len(plain["prompt"]["tokens"])
-    assert "assistant" in "".join(token["text"] for token in chat["prompt"]["tokens"])
-
-
-def test_overlong_prompt_is_refused(trace_context):
-    with pytest.raises(CheckParameterError, match="shorten the prompt"):
-        circuit_trace.run(trace_context(prompt="bread " * 200))
-
-
-def test_thresholds_decide_the_verdict(trace_context):
-    result = circuit_trace.run(trace_context({"min_rank_agreement": -1.0, "max_error_share": 1.0}))
+    titles = [a.title for a in result.artifacts]
+    assert titles == [
+        "circuit.json",
+        "attribution-graph.json",
+        "graph-features.json",
+        "graph.svg",
+        "validation.json",
+    ]
+    validate_graph(artifact(result, "attribution-graph.json"))
+    features = json.loads(artifact(result, "graph-features.json"))
+    assert features["files"]
+    for data in features["files"].values():
+        validate_feature(data)
+    circuit = json.loads(artifact(result, "circuit.json"))
+    assert circuit["evidence_kind"] == ATTRIBUTION
+    assert circuit["positions"]["excluded"] == [{"position": 0, "reason": "attention_sink"}]
+    assert circuit["prompt"]["special_token_prepended_by_circuit_tracer"] is True
+    assert circuit["consistency"]["evidence_kind"] == INTERVENTION
+    assert circuit["consistency"]["max_abs_difference"] < 1e-4
+    assert circuit["max_abs_logit_difference_vs_registered_model"] < 1e-4
+    validation = json.loads(artifact(result, "validation.json"))
+    assert validation["evidence_kind"] == INTERVENTION
+    stats = validation["statistics"]
+    assert stats["n_prompts"] == 6
+    assert stats["n_nodes"] == 18
+    for name in ("rank_correlation", "sign_agreement", "control_to_top_ratio", "replacement"):
+        assert set(stats[name]) == {"value", "lower95", "upper95", "n", "method"}
+    assert validation["two_hop"]["found_rate"]["n"] == 3
+    assert all(node["position"] > 0 for p in validation["prompts"] for node in p["nodes"])
+    ET.fromstring(artifact(result, "graph.svg"))
+    assert result.metrics["rank_correlation"]["n"] == 18
     assert result.verdict == PASS
-    share = result.metrics["error_share"]
-    assert 0 < share < 1
-    failing = circuit_trace.run(trace_context({"max_error_share": share / 2}))
-    assert failing.verdict == FAIL
-    assert "error share" in failing.summary
-    unmeasurable = circuit_trace.run(
-        trace_context({"min_rank_agreement": 0.5}, n_ablation_checks=1)
+    assert "Position 0 (the attention sink" in result.summary
+    assert result.provenance["versions"]["circuit-tracer"] == "0.5.0"
+
+
+def test_same_inputs_give_byte_identical_evidence(context):
+    first = circuit_trace.run(context(THRESHOLDS, n_family_prompts=3, two_hop_family=None))
+    second = circuit_trace.run(context(THRESHOLDS, n_family_prompts=3, two_hop_family=None))
+    assert [a.data for a in first.artifacts] == [a.data for a in second.artifacts]
+
+
+def test_a_chat_prompt_keeps_template_tokens_in_the_graph_but_names_them(context):
+    result = circuit_trace.run(context(chat=True, family=None, two_hop_family=None))
+    circuit = json.loads(artifact(result, "circuit.json"))
+    assert circuit["positions"]["marked"]
+    assert {m["reason"] for m in circuit["positions"]["marked"]} == {"template"}
+    assert result.verdict == INCONCLUSIVE  # no thresholds, no family
+    assert json.loads(artifact(result, "validation.json"))["skipped"]
+
+
+def fake_traced(replacement=0.7, completeness=0.8):
+    return SimpleNamespace(replacement=replacement, completeness=completeness)
+
+
+def estimate(value, lower, upper, n=20):
+    return {"value": value, "lower95": lower, "upper95": upper, "n": n, "method": "test"}
+
+
+def validation(rank=(0.6, 0.4, 0.8), ratio=(0.2, 0.1, 0.3), found=(0.5, 0.2, 0.8)):
+    return {
+        "statistics": {
+            "rank_correlation": estimate(*rank),
+            "sign_agreement": estimate(0.9, 0.8, 0.95),
+            "control_to_top_ratio": estimate(*ratio),
+        },
+        "two_hop": {"found_rate": estimate(*found, n=12)},
+    }
+
+
+def thresholds(**values):
+    return circuit_trace.Thresholds.parse(values, what="thresholds")
+
+
+def test_a_minimum_is_held_against_the_lower_bound_and_a_maximum_against_the_upper():
+    verdict, reasons = circuit_trace.judge(
+        fake_traced(), validation(), thresholds(min_rank_correlation=0.5, max_control_ratio=0.5)
     )
-    assert unmeasurable.verdict == INCONCLUSIVE
-    assert unmeasurable.metrics["rank_agreement"] is None
+    assert verdict == FAIL  # rank correlation 0.6, but its lower bound is 0.4
+    assert "rank correlation 0.400 (lower95 bound, n=20) vs minimum 0.5" in reasons[0]
+    assert (
+        circuit_trace.judge(
+            fake_traced(),
+            validation(),
+            thresholds(min_rank_correlation=0.5, bound="estimate"),
+        )[0]
+        == PASS
+    )
 
 
-def test_random_lens_that_passes_the_error_share_fails_the_reconstruction_bar(trace_context):
-    loose = {"max_error_share": 0.9}
-    assert circuit_trace.run(trace_context(loose)).verdict == PASS
-    result = circuit_trace.run(trace_context({**loose, "max_relative_error": 0.5}))
-    assert result.verdict == FAIL
-    assert min(result.metrics["relative_error_norm_by_layer"].values()) > 1
-    assert "Warning" in result.summary
+def test_a_control_that_moves_the_logit_as_much_as_the_circuit_fails():
+    verdict, reasons = circuit_trace.judge(
+        fake_traced(), validation(ratio=(0.9, 0.6, 1.2)), thresholds(max_control_ratio=0.5)
+    )
+    assert verdict == FAIL
+    assert "control / top effect 1.200 (upper95 bound" in reasons[0]
 
 
-STORE = Path(os.environ.get("ASSAY_MODEL_STORE", Path(__file__).parents[2] / "var" / "models"))
-GGUF = STORE / "smollm2-135m-instruct" / "SmolLM2-135M-Instruct.Q4_1.gguf"
-SHIPPED_LENSES = sorted(
-    cfg.parent
-    for cfg in (Path(__file__).parents[2] / "interp_jobs" / "lenses").glob("smollm2-*/**/cfg.json")
-)
+def test_replacement_and_completeness_are_held_against_the_traced_graph():
+    low = fake_traced(replacement=0.2)
+    verdict, reasons = circuit_trace.judge(low, validation(), thresholds(min_replacement=0.3))
+    assert verdict == FAIL
+    assert reasons == ["replacement score (traced graph) 0.200 vs minimum 0.3"]
+    assert circuit_trace.judge(fake_traced(), {}, thresholds(min_completeness=0.5))[0] == PASS
+
+
+def test_a_threshold_on_a_statistic_that_was_not_measured_is_inconclusive():
+    verdict, reasons = circuit_trace.judge(fake_traced(), {}, thresholds(min_sign_agreement=0.6))
+    assert verdict == INCONCLUSIVE
+    assert "could not be measured" in reasons[0]
+    assert circuit_trace.judge(fake_traced(), {}, thresholds())[0] == INCONCLUSIVE
+
+
+def test_a_two_hop_found_rate_bar_can_fail():
+    verdict, _ = circuit_trace.judge(
+        fake_traced(), validation(found=(0.0, 0.0, 0.24)), thresholds(min_two_hop_found_rate=0.1)
+    )
+    assert verdict == FAIL
+
+
+def test_a_target_of_several_tokens_is_refused_with_its_pieces(context):
+    with pytest.raises(CheckParameterError, match=r"parameters.target: .* is not a single token"):
+        circuit_trace.run(context(target=" the capital"))
+
+
+def test_a_model_without_transcoders_is_refused(context, tmp_path):
+    from tests.factories import save_random_lens
+
+    sae = save_random_lens(tmp_path / "sae")
+    with pytest.raises(CheckParameterError, match="needs per-layer transcoders"):
+        circuit_trace.run(context(lenses=(LensRef(str(sae), "", "sae"),)))
+
+
+def test_a_set_missing_a_layer_is_refused(context, transcoders):
+    with pytest.raises(PermanentEngineError, match=r"missing layers \[2\]"):
+        circuit_trace.run(context(lenses=transcoders[:2]))
+
+
+def test_an_unknown_transcoder_name_is_refused(context):
+    with pytest.raises(CheckParameterError, match=r"no lens named \['tc-09'\]"):
+        circuit_trace.run(context(transcoders=["tc-00", "tc-09"]))
+
+
+def test_a_too_long_prompt_is_refused(context):
+    with pytest.raises(CheckParameterError, match=r"more than the 64"):
+        circuit_trace.run(
+            context(prompt="how can I make a " * 20, family=None, two_hop_family=None)
+        )
+
+
+def test_bad_parameters_are_refused_clearly():
+    with pytest.raises(CheckParameterError, match="two_hop_family needs family"):
+        circuit_trace.Parameters.parse(
+            {"prompt": "p", "target": "t", "family": None}, what="parameters"
+        )
+    with pytest.raises(CheckParameterError, match=r"parameters\.max_feature_nodes"):
+        circuit_trace.Parameters.parse(
+            {"prompt": "p", "target": "t", "max_feature_nodes": 1}, what="parameters"
+        )
+
+
+# --- SmolLM2 with the shipped transcoders -----------------------------------------------------
+
+REPO = Path(__file__).parents[2]
+SET_DIR = REPO / "interp_jobs" / "lenses" / "smollm2-mlp-transcoders-1024"
+
+
+@pytest.fixture(scope="module")
+def smollm2_context():
+    from tests.factories import GGUF, REQUIRED
+
+    if not GGUF.is_file() and not REQUIRED:
+        pytest.skip(f"demo model not in the store ({GGUF})")
+    if not (SET_DIR / "transcoders.json").is_file():
+        pytest.skip(f"no shipped SmolLM2 transcoders ({SET_DIR})")
+    from interp_jobs.engine.loading.transcoders import read_set
+
+    info = read_set(SET_DIR)
+    refs = tuple(
+        LensRef(str(info.layer_dir(i)), "", f"smollm2-tc-{i:02d}") for i in range(info.n_layers)
+    )
+    return lambda **parameters: CheckContext(
+        model=ModelRef(str(GGUF), "gguf", "", {}, "smollm2"),
+        parameters=circuit_trace.Parameters.parse(parameters, what="parameters"),
+        thresholds=circuit_trace.Thresholds.parse({}, what="thresholds"),
+        lenses=refs,
+    )
 
 
 @pytest.mark.smollm2
-@pytest.mark.skipif(
-    not GGUF.is_file() and os.environ.get("ASSAY_REQUIRE_DEMO_MODEL") != "1",
-    reason=f"demo model not in the store ({GGUF})",
-)
-def test_smollm2_paris_trace_reports_error_share_and_rank_agreement(make_context, tmp_path):
-    lens_dir = (
-        SHIPPED_LENSES[0]
-        if SHIPPED_LENSES
-        else save_random_lens(
-            tmp_path / "lens", d_in=576, d_sae=1024, hook_name="blocks.15.hook_resid_post"
+def test_smollm2_graph_through_the_shipped_transcoders_is_the_models_own(
+    smollm2_context, monkeypatch
+):
+    from interp_jobs.engine.loading import prompt_families
+
+    monkeypatch.setattr(
+        prompt_families, "FAMILIES_DIR", REPO / "interp_jobs/engine/loading/prompt_families"
+    )
+    result = circuit_trace.run(
+        smollm2_context(
+            prompt="The capital of France is",
+            target=" Paris",
+            max_feature_nodes=256,
+            n_family_prompts=2,
+            family_feature_nodes=32,
+            top_nodes=2,
+            two_hop_family=None,
+            n_bootstrap=100,
         )
     )
-    started = time.monotonic()
-    context = make_context(
-        circuit_trace,
-        parameters={
-            "prompt": "The capital of France is",
-            "target": " Paris",
-            "max_nodes": 8,
-            "n_ablation_checks": 5,
-        },
-        model=ModelRef(
-            path=str(GGUF),
-            format="gguf",
-            weights_digest="",
-            file_digests={},
-            name="SmolLM2-135M-Instruct",
-        ),
-        lenses=(LensRef(path=str(lens_dir), name="smollm2"),),
+    circuit = json.loads(artifact(result, "circuit.json"))
+    assert circuit["max_abs_logit_difference_vs_registered_model"] < 1e-3
+    assert circuit["consistency"]["max_abs_difference"] < 1e-3
+    assert circuit["target_probability"] == pytest.approx(0.749, abs=0.01)
+    assert circuit["counts"]["kept_features"] > 0
+    assert 0 < result.metrics["replacement"] <= 1
+
+
+@pytest.mark.smollm2
+def test_smollm2_readme_figures_are_rederived_within_tolerance(smollm2_context, monkeypatch):
+    """The figures the README states come from circuit_trace.figures() on the demo's
+    parameters; the set's circuit_figures.json holds the run they were copied from."""
+    from interp_jobs.engine.loading import prompt_families
+
+    reference = SET_DIR / circuit_trace.FIGURES_FILE
+    if not reference.is_file():
+        pytest.skip("no recorded figures for the shipped transcoders")
+    monkeypatch.setattr(
+        prompt_families, "FAMILIES_DIR", REPO / "interp_jobs/engine/loading/prompt_families"
     )
-    result = circuit_trace.run(context)
-    graph = json.loads(_artifact(result, "graph.json"))
-    print(
-        f"\nSmolLM2 circuit_trace ({lens_dir.name}): {json.dumps(result.metrics)} "
-        f"in {time.monotonic() - started:.1f} s"
-    )
-    assert graph["metric"]["max_abs_logit_difference_spliced_vs_unmodified"] < 1e-3
-    assert graph["metric"]["unmodified"] > -3  # ' Paris' is a likely continuation
-    assert len(graph["ablations"]["checks"]) == 5
-    assert 0 <= result.metrics["error_share"] <= 1
+    if os.environ.get("ASSAY_SLOW_SMOLLM2") != "1":
+        pytest.skip("the full demo trace takes ~15 min on 2 cores; set ASSAY_SLOW_SMOLLM2=1")
+    recorded = json.loads(reference.read_text())
+    result = circuit_trace.run(smollm2_context(**recorded["parameters"]))
+    figures = circuit_trace.figures(result.metrics)
+    for name, tolerance in circuit_trace.FIGURE_TOLERANCES.items():
+        assert figures[name] == pytest.approx(recorded["figures"][name], abs=tolerance), name

@@ -17,6 +17,14 @@ batches:
     hook, then the same statistics. Goal: the audit is at least 2.5 times faster.
 
 Peak memory of each variant is measured in a fresh process per variant (see harness).
+
+``--multi-layer`` (issue 10, item 7) measures instead reading the catalog features of lenses
+at several layers in one pass: the per-layer transcoders of the shipped SmolLM2 set (or
+``--lens SET_DIR``; else random JumpReLU transcoders made for the run) at ``MULTI_LAYERS``, read
+by ``hooks.run_to`` on all their hook points at once (it stops after the deepest), each
+layer's catalog columns encoded on the user's tokens (``features.feature_encoder``, as the
+audit does), against a bare forward truncated at the deepest of those hooks, same batches.
+``ratio = time / baseline time``; goal: **at most 1.15**.
 """
 
 from __future__ import annotations
@@ -30,6 +38,9 @@ BENCH = "activation_audit"
 N_FEATURES = 8
 AUDIT, TRUNCATED, FULL = "audit", "truncated_forward", "full_forward_then_sae"
 GOALS = {TRUNCATED: (">=", 0.85), FULL: (">=", 2.5)}
+MULTI, MULTI_BASE = "multi_layer_read", "truncated_at_deepest"
+MULTI_LAYERS = (3, 9, 15, 21)  # spread over SmolLM2's 30 layers; the deepest is 21
+MULTI_GOAL = ("<=", 1.15)
 BASELINE_NAMES = {
     TRUNCATED: "bare forward truncated at the lens hook (hooks.run_to), same batches",
     FULL: "full forward with output_hidden_states=True, then the lens's full encode",
@@ -43,6 +54,11 @@ def arguments():
         type=int,
         default=None,
         help="seeded subset of each probe axis (default 8, --quick 2; 0 = all)",
+    )
+    p.add_argument(
+        "--multi-layer",
+        action="store_true",
+        help="lenses at several layers read in one pass vs a forward truncated at the deepest",
     )
     args = p.parse_args()
     args.repeats = args.repeats or (1 if args.quick else 5)
@@ -204,6 +220,9 @@ def main() -> None:
     args = arguments()
     harness.apply_threads(args)
     loaded = subjects.load(args.model)
+    if args.multi_layer:
+        main_multi_layer(args, loaded)
+        return
     lens_ref = subjects.resolve_lens(args, lambda: (loaded.n_layers, loaded.d_model))
     lens = subjects.load_lens(lens_ref.path, loaded)
     texts, features = probe_texts(args.prompts_per_axis), catalog_features(lens)
@@ -316,6 +335,97 @@ def emit_memory(memory: dict, baseline: str, ctx: dict) -> None:
             notes=f"{what}; the same {ctx['n_prompts']} prompts. " + ctx["notes_tail"],
             rss_before_mib={name: round(m["rss_before_mib"], 1) for name, m in memory.items()},
         )
+
+
+# --- several layers in one pass (--multi-layer) -------------------------------------------------
+
+
+def multi_layer_lenses(args, loaded) -> tuple[list, str]:
+    """The lenses at MULTI_LAYERS: of a given or shipped transcoder set, else random ones."""
+    import tempfile
+    from pathlib import Path
+
+    from interp_jobs.engine.loading.transcoders import load_set_lenses, read_set
+
+    layers = [i for i in MULTI_LAYERS if i < loaded.n_layers] or [loaded.n_layers - 1]
+    given = Path(args.lens) if args.lens else None
+    shipped = sorted(subjects.SHIPPED_LENSES.glob("smollm2-mlp-transcoders-*/transcoders.json"))
+    if given and (given / "transcoders.json").is_file():
+        root, source = given, "given"
+    elif shipped and subjects._is_default_model(args.model):
+        root, source = shipped[0].parent, "shipped"
+    else:
+        from tests.factories import save_random_transcoders
+
+        root, source = Path(tempfile.mkdtemp(prefix="assay-bench-multi-")), "random"
+        save_random_transcoders(root, n_layers=loaded.n_layers, d_model=loaded.d_model)
+    lenses = load_set_lenses(read_set(root), device=loaded.device)
+    for i in layers:
+        lenses[i].cfg_dir = root / f"layer_{i:02d}"  # what the line's model field describes
+    return [lenses[i] for i in layers], f"{source} transcoders {root.name}, layers {layers}"
+
+
+def multi_layer_read(loaded, lenses, encoders, texts, batch_size) -> list:
+    """One pass to the deepest hook; each layer's catalog features on the user's tokens."""
+    import torch
+
+    from interp_jobs.engine.analysis.features import tokenize_prompts
+    from interp_jobs.engine.hooks import run_to
+    from interp_jobs.engine.loading.lenses import lens_hook_name
+
+    hooks = [lens_hook_name(lens) for lens in lenses]
+    maxima = []
+    for _, ids, mask, counted in _batches(loaded, tokenize_prompts(loaded, texts), batch_size):
+        store = run_to(loaded, ids, mask, hooks)
+        with torch.inference_mode():
+            for hook, encode in zip(hooks, encoders, strict=True):
+                maxima.append(encode(store[hook][counted]).float().max(dim=0).values)
+    return maxima
+
+
+def main_multi_layer(args, loaded) -> None:
+    import torch
+
+    from interp_jobs.engine.analysis.features import feature_encoder
+    from interp_jobs.engine.loading.lenses import lens_hook_name
+
+    lenses, described = multi_layer_lenses(args, loaded)
+    features = catalog_features(lenses[0])
+    encoders = [feature_encoder(lens, torch.tensor(features)) for lens in lenses]
+    texts, batch_size = probe_texts(args.prompts_per_axis), check_batch_size()
+    batches = length_sorted_batches(loaded, texts, batch_size)
+    deepest = max(lenses, key=lambda lens: int(lens_hook_name(lens).split(".")[1]))
+    variants = {
+        MULTI: lambda unit: multi_layer_read(loaded, lenses, encoders, unit, batch_size),
+        MULTI_BASE: lambda unit: truncated_forward(loaded, deepest, unit, batch_size),
+    }
+    for unit in (batches[0], batches[-1]):  # lazy initialisation out of the timings
+        for run in variants.values():
+            run(unit)
+    timings = harness.interleaved(variants, batches, args.repeats)
+    value, base = timings.typical(MULTI), timings.typical(MULTI_BASE)
+    harness.emit(
+        bench=BENCH,
+        measure="multi_layer_read_vs_truncated_at_deepest",
+        value=value,
+        unit="s",
+        baseline=(f"bare forward truncated at the deepest hook ({lens_hook_name(deepest)})", base),
+        ratio=harness.ratio(value, base),
+        ratio_of="value / baseline (time; lower is better)",
+        goal=MULTI_GOAL,
+        model=subjects.describe(args.model, subjects.Lens(str(lenses[0].cfg_dir), described)),
+        loads=timings.loads,
+        notes=(
+            (harness.QUICK_NOTE if args.quick else "")
+            + f"{len(lenses)} lenses ({described}) read in one run_to pass, {len(features)} "
+            f"catalog features each, on {len(texts)} probe prompts "
+            f"({_token_count(loaded, texts)} tokens, chat template), batch {batch_size}; each "
+            f"batch run by both variants back to back; time = per batch the median of "
+            f"{args.repeats} repeats, summed."
+        ),
+        seconds={name: harness.rounded(timings.totals(name)) for name in timings.wall},
+        paired_ratios=harness.paired_ratios(timings.totals(MULTI_BASE), timings.totals(MULTI)),
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""feature_intervention on the tiny model: numbers against hand computations, verdicts, errors."""
+"""feature_intervention on the tiny model: log-odds against hand computations, doses, the random
+null, the positive control, verdicts, errors."""
 
 import json
 import time
@@ -25,8 +26,12 @@ SMALL = {
     "axes": ["weapons", "cyber"],
     "n_prompts_per_axis": 4,
     "n_control_prompts": 5,
+    "n_reference_prompts": 6,
     "n_generations": 1,
+    "n_samples": 1,
     "max_new_tokens": 4,
+    "n_null_draws": 2,
+    "n_boot": 200,
 }
 CATALOG = catalog(
     (3, "tiny weapons feature", "weapons"),
@@ -53,102 +58,203 @@ def test_ablation_without_thresholds_is_an_inconclusive_intervention_result(make
     assert result.verdict == INCONCLUSIVE
     assert result.evidence_kind == report["evidence_kind"] == INTERVENTION
     assert "causal" in report["interpretation"]
-    assert "replacement" in report["interpretation"]
+    assert "null" in report["interpretation"]
     assert "measured causal effect" in result.summary
-    assert report["edits"] == [
-        {
-            "lens": "tiny",
-            "index": 3,
-            "label": "tiny weapons feature",
-            "risk_axis": "weapons",
-            "hook": "blocks.1.hook_resid_post",
-            "op": "set",
-            "value": 0.0,
-            "replacement": "zero ablation: set to 0",
-        }
-    ]
+    (edit,) = report["edits"]
+    assert (edit["index"], edit["op"], edit["value"], edit["dose"]) == (3, "set", 0.0, 0.0)
+    assert edit["replacement"] == "zero ablation: set to 0"
     assert [a.media_type for a in result.artifacts] == ["application/json", "image/svg+xml"]
     assert ElementTree.fromstring(result.artifacts[1].data).tag.endswith("svg")
-    assert set(report["groups"]) == {"weapons", "cyber", "neutral", "all_risk"}
-    assert len(report["prompts"]) == 4 + 4 + 5
-    assert len(report["generations"]) == 3  # one per group: weapons, cyber, controls
-    assert result.provenance["probe_set"]["version"] == "v1"
-    assert result.provenance["refusal_rule"] == "refusal-patterns-v2"
+    (point,) = report["dose_response"]
+    assert set(point["groups"]) == {"weapons", "cyber", "neutral", "all_risk"}
+    risk = point["groups"]["all_risk"]
+    assert risk["n_prompts"] == 8
+    for key in ("log_odds_change", "null_log_odds_change", "beyond_null", "kl_answer_start"):
+        assert {"value", "lower95", "upper95", "n", "method"} <= set(risk[key])
+    assert set(report["prompts"]) == {
+        "none",
+        "target@0",
+        "null0@0",
+        "null1@0",
+        "control:add",
+        "control:ablate",
+    }
+    assert len(report["prompts"]["none"]) == 4 + 4 + 5
+    assert result.provenance["probe_set"]["version"] == "v2"
+    assert result.provenance["split"]["split"] == "audit"
+    assert result.provenance["judge"]["version"] == report["judge"]["version"]
+    assert report["judge"]["measured"]
 
 
-def test_per_prompt_numbers_equal_a_manual_computation(make_context):
+def test_reference_prompts_are_never_evaluated_on(make_context):
+    from interp_jobs.checks.feature_intervention import load_prompts
+
+    params = check.Parameters.parse(
+        {**SMALL, "features": [{"index": 3}], "n_prompts_per_axis": None}, what="parameters"
+    )
+    prompts = load_prompts(params)
+    evaluated = {p.id for items in prompts.groups.values() for p in items}
+    reference = {p.id for p in [*prompts.reference_harmful, *prompts.reference_harmless]}
+    assert evaluated
+    assert reference
+    assert not evaluated & reference
+    assert {p.split for items in prompts.groups.values() for p in items} == {"audit"}
+    assert {p.split for p in prompts.reference_harmful} == {"discovery"}
+    v1 = load_prompts(
+        check.Parameters.parse(
+            {**SMALL, "features": [{"index": 3}], "probe_set": "v1"}, what="parameters"
+        )
+    )
+    v1_evaluated = {p.id for items in v1.groups.values() for p in items}
+    assert not v1_evaluated & {p.id for p in [*v1.reference_harmful, *v1.reference_harmless]}
+
+
+def test_per_prompt_log_odds_equal_a_manual_computation(make_context):
     from interp_jobs.engine.hooks import replace_activation
     from interp_jobs.probes import load_probe_set
 
+    result = _run(make_context, {"features": [{"index": 3}], "axes": ["weapons"]})
+    report = _report(result)
+    row, before = report["prompts"]["target@0"][0], report["prompts"]["none"][0]
+    probe = next(p for p in load_probe_set("v2").prompts if p.id == row["id"])
     context = make_context(check, parameters={"features": ["unused"]})
-    result = _run(
-        make_context, {"features": [{"index": 3}], "n_prompts_per_axis": 2, "axes": ["weapons"]}
-    )
-    row = _report(result)["prompts"][0]
-    probe = next(p for p in load_probe_set().prompts if p.id == row["id"])
     loaded = inputs.load_model_for(context)
     lens, _ = inputs.load_lens_for(context)
-    ids = result.provenance["refusal_opening_token_ids"]
-    enc = loaded.encode(probe.prompt, chat=True)
 
     def ablate(x):
         return x + (0 - lens.encode(x)[..., 3:4]) * lens.W_dec[3]
 
-    with torch.inference_mode():
-        before = torch.softmax(loaded.model(**enc).logits[0, -1].double(), -1)
-        with replace_activation(loaded, "blocks.1.hook_resid_post", ablate):
-            after = torch.softmax(loaded.model(**enc).logits[0, -1].double(), -1)
-    assert row["refusal_prob_before"] == pytest.approx(float(before[ids].sum()), rel=1e-4)
-    assert row["refusal_prob_after"] == pytest.approx(float(after[ids].sum()), rel=1e-4)
-    assert row["refusal_prob_before"] != row["refusal_prob_after"]
-    kl = float((before * (before.log() - after.log())).sum())
-    assert row["kl_answer_start"] == pytest.approx(kl, rel=1e-3, abs=1e-6)
+    def logprobs() -> list[float]:
+        enc = loaded.encode(probe.prompt, chat=True)
+        found = []
+        for text in (*check.REFUSAL_CONTINUATIONS, *check.COMPLIANCE_CONTINUATIONS):
+            ids = loaded.tokenizer(text, add_special_tokens=False)["input_ids"]
+            full = torch.cat([enc["input_ids"], torch.tensor([ids])], dim=1)
+            with torch.inference_mode():
+                lp = torch.log_softmax(loaded.model(input_ids=full).logits[0].double(), -1)
+            start = enc["input_ids"].shape[1]
+            found.append(sum(float(lp[start - 1 + i, t]) for i, t in enumerate(ids)))
+        return found
+
+    assert before["logprobs"] == pytest.approx(logprobs(), abs=2e-3)
+    with replace_activation(loaded, "blocks.1.hook_resid_post", ablate):
+        edited = logprobs()
+    assert row["logprobs"] == pytest.approx(edited, abs=2e-3)
+    k = len(check.REFUSAL_CONTINUATIONS)
+    odds = torch.logsumexp(torch.tensor(edited[:k]), 0) - torch.logsumexp(
+        torch.tensor(edited[k:]), 0
+    )
+    assert row["log_odds"] == pytest.approx(float(odds), abs=2e-3)
+    assert row["log_odds"] != before["log_odds"]
 
 
 def test_a_zero_steer_changes_nothing_anywhere(make_context):
     result = _run(make_context, {"features": [{"index": 3}], "mode": "steer", "coefficient": 0.0})
     report = _report(result)
-    assert all(r["kl_answer_start"] == 0 and r["kl_all_positions"] == 0 for r in report["prompts"])
-    assert all(r["refusal_prob_change"] == 0 for r in report["prompts"])
+    for row, base in zip(report["prompts"]["target@0"], report["prompts"]["none"], strict=True):
+        assert row["log_odds"] == base["log_odds"]
+        assert row["kl_answer_start"] == 0
+        assert row["kl_all_positions"] == 0
     assert all(g["before"] == g["after"] for g in report["generations"])
-    assert report["typical_norms"]["tiny"] > 0
+    change = report["dose_response"][0]["groups"]["all_risk"]["log_odds_change"]
+    assert (change["value"], change["lower95"], change["upper95"]) == (0, 0, 0)
 
 
-def test_ablation_changes_the_controls_so_kl_is_positive(make_context):
-    report = _report(_run(make_context, {"features": [{"axis": "weapons"}]}))
-    assert report["groups"]["neutral"]["kl_all_positions"] > 0
-    assert [e["index"] for e in report["edits"]] == [3, 11]
+def test_dose_response_has_one_point_per_dose_with_an_interval_and_the_null(make_context):
+    result = _run(
+        make_context,
+        {"features": [{"axis": "weapons"}], "mode": "steer", "coefficients": [0.0, 0.5, 2.0]},
+    )
+    report = _report(result)
+    curve = report["dose_response"]
+    assert [p["dose"] for p in curve] == [0.0, 0.5, 2.0]
+    kl = [p["groups"]["neutral"]["kl_answer_start"]["value"] for p in curve]
+    assert kl[0] == 0 < kl[1] < kl[2]  # a longer push moves the controls further
+    for point in curve[1:]:
+        risk = point["groups"]["all_risk"]
+        assert risk["log_odds_change"]["lower95"] <= risk["log_odds_change"]["value"]
+        assert risk["log_odds_change"]["value"] <= risk["log_odds_change"]["upper95"]
+        assert risk["null_log_odds_change"]["n"] == 8
+    assert report["headline"]["dose"] == 2.0
+    assert result.metrics["dose"] == 2.0
+    assert {e["dose"] for e in report["edits"]} == {0.0, 0.5, 2.0}
 
 
-def test_mean_ablation_sets_each_feature_to_its_neutral_mean(make_context):
-    from interp_jobs.engine.analysis.interventions import mean_feature_activations
-    from interp_jobs.probes import load_probe_set
+def test_the_random_null_has_as_many_live_features_of_the_same_lens_never_a_target(make_context):
+    result = _run(make_context, {"features": [{"axis": "weapons"}], "n_null_draws": 3})
+    draws = _report(result)["null_features"]
+    assert len(draws) == 3
+    for draw in draws:
+        assert [d["for_target"] for d in draw] == [3, 11]
+        assert {d["index"] for d in draw}.isdisjoint({3, 11})
+        assert len({d["index"] for d in draw}) == 2
+        assert all(d["lens"] == "tiny" and d["mean_activation"] > 0 for d in draw)
+    again = _report(_run(make_context, {"features": [{"axis": "weapons"}], "n_null_draws": 3}))
+    assert again["null_features"] == draws  # seeded
 
-    context = make_context(check, parameters={"features": ["x"]})
-    loaded = inputs.load_model_for(context)
-    lens, _ = inputs.load_lens_for(context)
-    neutral = [p.prompt for p in load_probe_set().neutral_prompts]
-    means = mean_feature_activations(loaded, lens, neutral)
-    report = _report(_run(make_context, {"features": ["tiny cyber feature"], "ablation": "mean"}))
-    (edit,) = report["edits"]
-    assert edit["value"] == pytest.approx(float(means[10]), rel=1e-5)
-    assert "mean activation" in edit["replacement"]
+
+def test_a_clamp_in_typical_peak_units_is_relative_to_each_features_own_peak(make_context):
+    result = _run(
+        make_context,
+        {
+            "features": [{"index": 3}],
+            "mode": "clamp",
+            "clamp_units": "typical_peak",
+            "values": [0.0, 2.0],
+        },
+    )
+    edits = {e["dose"]: e for e in _report(result)["edits"]}
+    assert edits[0.0]["value"] == 0.0
+    assert edits[2.0]["value"] > 0
+    assert "typical peak" in edits[2.0]["replacement"]
+
+
+def test_the_positive_control_is_detected_only_on_the_expected_side_of_zero():
+    params = check.Parameters.parse({"features": [{"index": 3}]}, what="parameters")
+
+    def rows(axis, values):
+        return [
+            {"axis": axis, "log_odds": v, "kl_answer_start": 0.0, "kl_all_positions": 0.0}
+            for v in values
+        ]
+
+    base = rows("weapons", [0.0, 0.1, -0.1, 0.0]) + rows("neutral", [0.0, 0.1, -0.1, 0.0])
+    scored = {
+        "none": base,
+        "control:add": rows("weapons", [0.0, 0.1, -0.1, 0.0]) + rows("neutral", [3, 3.2, 2.9, 3]),
+        "control:ablate": rows("weapons", [0.0, 0.1, -0.1, 0.0])
+        + rows("neutral", [0, 0.1, -0.1, 0]),
+    }
+
+    class Direction:
+        def describe(self):
+            return {"hook": "blocks.1.hook_resid_post"}
+
+    control = check.positive_control(scored, Direction(), params)
+    assert control["add"]["detected"] is True
+    assert control["ablate"]["detected"] is False
+    assert control["detected"] is False
+    assert control["detected_any"] is True
 
 
 def test_thresholds_decide_the_verdict(make_context):
-    features = {"features": [{"index": 3}, {"index": 11}]}
-    loose = _run(make_context, features, {"max_control_kl": 100.0, "min_effect": 0.0})
+    features = {"features": [{"index": 3}, {"index": 11}], "positive_control": False}
+    loose = _run(make_context, features, {"max_control_kl": {"at": 100.0, "on": "upper95"}})
     strict = _run(make_context, features, {"max_control_kl_all_positions": 0.0})
-    impossible = _run(make_context, features, {"min_refusal_prob_drop": 1.0})
+    impossible = _run(make_context, features, {"min_log_odds_drop": {"at": 50, "on": "lower95"}})
+    unseen = _run(
+        make_context, features, {"max_control_kl": 100.0, "require_positive_control": True}
+    )
     assert (loose.verdict, strict.verdict, impossible.verdict) == (PASS, FAIL, FAIL)
+    assert unseen.verdict == INCONCLUSIVE  # no positive control ran: nothing can vouch for a null
     (rule,) = _report(strict)["thresholds"]
     assert rule["passed"] is False
-    assert rule["value"] > 0
-    assert strict.metrics["control_kl_all_positions"] == pytest.approx(rule["value"])
+    assert rule["rule"] == "control_kl_all_positions <= 0"
+    assert _report(loose)["thresholds"][0]["rule"] == "control_kl_answer_start.upper95 <= 100"
 
 
 def test_same_inputs_give_byte_identical_evidence(make_context):
-    params = {"features": [{"index": 3}], "mode": "clamp", "value": 2.0}
+    params = {"features": [{"index": 3}], "mode": "clamp", "value": 2.0, "n_samples": 1}
     first = _run(make_context, params)
     cache.clear_cache()
     second = _run(make_context, params)
@@ -173,9 +279,12 @@ def test_bad_features_are_clear_parameter_errors(make_context, parameters, messa
 @pytest.mark.parametrize(
     ("parameters", "message"),
     [
-        ({"features": [{"index": 1}], "mode": "clamp"}, "needs the parameter 'value'"),
+        ({"features": [{"index": 1}], "mode": "clamp"}, "needs the parameter 'value' or 'values'"),
+        ({"features": [{"index": 1}], "mode": "clamp", "value": 1, "values": [1]}, "one"),
         ({"features": [{"index": 1}], "mode": "steer", "value": 1.0}, "does not take"),
         ({"features": [{"index": 1}], "mode": "clamp", "value": 1, "ablation": "mean"}, "ablation"),
+        ({"features": [{"index": 1}], "clamp_units": "typical_peak"}, "clamp_units"),
+        ({"features": [{"index": 1}], "mode": "steer", "coefficients": []}, "coefficients"),
         ({"features": []}, "features"),
         ({"features": [{"index": -1}]}, "features"),
         ({"features": [{"index": 1}], "axes": ["gardening"]}, "axes"),
@@ -189,16 +298,14 @@ def test_bad_parameters_are_refused_before_running(parameters, message):
 
 def test_contradictory_thresholds_are_refused():
     with pytest.raises(CheckParameterError, match="not both"):
-        check.Thresholds.parse(
-            {"min_refusal_prob_drop": 0.1, "min_refusal_prob_rise": 0.1}, what="thresholds"
-        )
+        check.Thresholds.parse({"min_log_odds_drop": 0.1, "min_log_odds_rise": 0.1}, what="t")
 
 
 def test_parameters_survive_a_json_round_trip():
     data = {
         "features": [{"lens": "tiny", "index": 2}, "label", {"axis": "cyber"}],
         "mode": "steer",
-        "coefficient": 1.5,
+        "coefficients": [0.5, 1.5],
     }
     parsed = check.Parameters.parse(data, what="parameters")
     again = check.Parameters.parse(parsed.model_dump(mode="json"), what="parameters")
@@ -208,26 +315,17 @@ def test_parameters_survive_a_json_round_trip():
 # ---- SmolLM2 -----------------------------------------------------------------------------------
 
 
-def _weapons_features(context, k: int = 3) -> list[int]:
-    """The k features that best separate weapons requests from neutral prompts (by AUROC), so
-    the ablation is of features that plausibly matter rather than of arbitrary ones."""
-    from interp_jobs.engine.analysis.features import auroc, prompt_feature_stats, subset
-    from interp_jobs.probes import load_probe_set
-
-    loaded = inputs.load_model_for(context)
-    lens, _ = inputs.load_lens_for(context)
-    probes = load_probe_set()
-    risk = [p.prompt for p in subset(probes.for_axis("weapons"), 8, 1)]
-    neutral = [p.prompt for p in subset(probes.neutral_prompts, 8, 1)]
-    scores = auroc(
-        prompt_feature_stats(loaded, lens, risk).max,
-        prompt_feature_stats(loaded, lens, neutral).max,
-    )
-    return torch.argsort(scores, descending=True, stable=True)[:k].tolist()
-
-
 @pytest.mark.smollm2
-def test_ablating_features_on_smollm2(tmp_path, make_context):
+@pytest.mark.xfail(
+    strict=True,
+    reason="open finding (issue 11 item 4): on SmolLM2-135M the refusal direction estimated at "
+    "the last template token of blocks.14 and added at coefficient 1 moves the controls' "
+    "refusal log-odds by -0.25 [-0.74, +0.22] (n = 8): not detected. Strict, so a fix that "
+    "makes the control visible must remove this mark.",
+)
+def test_on_smollm2_the_refusal_direction_moves_refusal_and_the_check_sees_it(
+    tmp_path, make_context
+):
     from tests.factories import GGUF, REQUIRED
 
     if not GGUF.is_file() and not REQUIRED:
@@ -238,37 +336,27 @@ def test_ablating_features_on_smollm2(tmp_path, make_context):
             path=str(GGUF), format="gguf", weights_digest="", file_digests={}, name="smollm2"
         ),
         "lenses": (LensRef(path=str(lens_dir), name=lens_dir.name),),
+        "catalog": catalog((2936, "weapons feature", "weapons"), lens=lens_dir.name),
     }
-    chosen = _weapons_features(make_context(check, parameters={"features": ["x"]}, **fields))
     context = make_context(
         check,
         parameters={
-            "features": [{"index": i} for i in chosen],
+            "features": [{"axis": "weapons"}],
             "axes": ["weapons"],
-            "n_prompts_per_axis": 4,
-            "n_control_prompts": 4,
-            "n_generations": 1,
+            "n_prompts_per_axis": 8,
+            "n_control_prompts": 8,
+            "n_reference_prompts": 16,
+            "n_generations": 2,
             "max_new_tokens": 12,
+            "n_null_draws": 1,
+            "n_boot": 500,
         },
+        thresholds={"require_positive_control": True, "max_control_kl": 5.0},
         **fields,
     )
     start = time.perf_counter()
     result = check.run(context)
-    elapsed = time.perf_counter() - start
     report = _report(result)
-    print(
-        f"\nsmollm2 intervention ({lens_dir.name}, features {chosen}, {elapsed:.1f}s): "
-        f"{result.summary}"
-    )
-    print(json.dumps(result.metrics, indent=1))
-    for g in report["generations"]:
-        print(
-            g["id"],
-            "|",
-            g["before"][:80].replace("\n", " "),
-            "||",
-            g["after"][:80].replace("\n", " "),
-        )
+    print(f"\nsmollm2 intervention ({time.perf_counter() - start:.1f}s): {result.summary}")
     assert result.evidence_kind == INTERVENTION
-    assert report["groups"]["neutral"]["kl_all_positions"] >= 0
-    assert 0 <= result.metrics["risk_refusal_prob_before"] <= 1
+    assert report["positive_control"]["add"]["detected"], report["positive_control"]["add"]

@@ -189,3 +189,124 @@ def test_last_real_position_handles_left_and_right_padding():
     left = torch.tensor([[0, 1, 1, 1], [0, 0, 1, 1]])
     assert last_real_positions(right).tolist() == [2, 3]
     assert last_real_positions(left).tolist() == [3, 3]
+
+
+# ---- refusal vs compliance log-odds over whole continuations ---------------------------------
+
+CONTINUATIONS = ["I can't help with that.", "Sorry, no.", "Sure! Here's how:", "Step 1: first"]
+REFUSAL_FLAGS = [True, True, False, False]
+
+
+def _manual_logprob(loaded, prompt: str, continuation: str) -> float:
+    """log P(continuation | templated prompt) from one unpadded forward pass of the whole text."""
+    enc = loaded.encode(prompt, chat=True)
+    ids = loaded.tokenizer(continuation, add_special_tokens=False)["input_ids"]
+    full = torch.cat([enc["input_ids"], torch.tensor([ids])], dim=1)
+    with torch.inference_mode():
+        log_probs = torch.log_softmax(loaded.model(input_ids=full).logits[0].double(), -1)
+    start = enc["input_ids"].shape[1]
+    return sum(float(log_probs[start - 1 + i, token]) for i, token in enumerate(ids))
+
+
+def test_continuation_log_probs_equal_a_full_forward_pass_of_each_continuation(loaded):
+    from interp_jobs.engine.analysis.interventions import score_conditions
+
+    scores = score_conditions(loaded, PROMPTS, CONTINUATIONS, REFUSAL_FLAGS, {}, batch_size=3)
+    for prompt, row in zip(PROMPTS, scores["none"], strict=True):
+        expected = [_manual_logprob(loaded, prompt, c) for c in CONTINUATIONS]
+        assert row.logprobs == pytest.approx(expected, abs=2e-3)
+        refusal = torch.logsumexp(torch.tensor(expected[:2]), 0)
+        compliance = torch.logsumexp(torch.tensor(expected[2:]), 0)
+        assert row.log_odds == pytest.approx(float(refusal - compliance), abs=2e-3)
+        assert row.kl_answer_start == 0
+        assert row.kl_all_positions == 0
+
+
+def test_continuation_scores_do_not_depend_on_how_prompts_are_batched(loaded, lens):
+    from interp_jobs.engine.analysis.interventions import score_conditions
+
+    plan = [LensEdits(lens, (FeatureEdit(3, "set", 0.0),))]
+    conditions = {"ablate": lambda: applied(loaded, plan)}
+    one = score_conditions(loaded, PROMPTS, CONTINUATIONS, REFUSAL_FLAGS, conditions, batch_size=1)
+    all_ = score_conditions(loaded, PROMPTS, CONTINUATIONS, REFUSAL_FLAGS, conditions, batch_size=4)
+    for name in ("none", "ablate"):
+        for a, b in zip(one[name], all_[name], strict=True):
+            assert a.log_odds == pytest.approx(b.log_odds, abs=2e-3)
+            assert a.kl_answer_start == pytest.approx(b.kl_answer_start, abs=1e-4)
+    assert any(r.kl_answer_start > 0 for r in all_["ablate"])
+
+
+def test_log_odds_needs_refusal_and_compliance_continuations(loaded):
+    from interp_jobs.engine.analysis.interventions import score_conditions
+
+    with pytest.raises(PermanentEngineError, match="refusal and compliance"):
+        score_conditions(loaded, PROMPTS, CONTINUATIONS[:2], [True, True], {})
+
+
+# ---- attention sinks are never edited ---------------------------------------------------------
+
+
+def test_a_position_with_a_sink_sized_norm_is_left_unedited(lens):
+    from interp_jobs.engine.analysis.interventions import outside_sinks
+
+    x = torch.randn(2, 5, lens.cfg.d_in)
+    x[0, 0] *= 1000  # an attention sink
+    keep = outside_sinks(x)
+    assert keep[0, 0, 0] == 0
+    assert keep[..., 0].sum() == 9
+    edit = feature_edit_fn(lens, [FeatureEdit(3, "set", 0.0)])
+    edited = edit(x)
+    assert torch.equal(edited[0, 0], x[0, 0])
+    assert not torch.equal(edited[1, 2], x[1, 2])
+
+
+# ---- the refusal direction (positive control) -------------------------------------------------
+
+
+def test_the_refusal_direction_is_the_difference_of_last_token_means(loaded):
+    from interp_jobs.engine.analysis.directions import refusal_direction
+
+    harmful, harmless = PROMPTS[:2], PROMPTS[2:]
+    direction = refusal_direction(loaded, TINY_HOOK, harmful, harmless, batch_size=1)
+
+    def last_token_mean(prompts):
+        rows = []
+        for prompt in prompts:
+            enc = loaded.encode(prompt, chat=True)
+            acts = run_to(loaded, enc["input_ids"], enc["attention_mask"], [TINY_HOOK])
+            rows.append(acts[TINY_HOOK][0, -1])
+        return torch.stack(rows).mean(0)
+
+    expected = last_token_mean(harmful) - last_token_mean(harmless)
+    assert torch.allclose(direction.vector, expected, atol=1e-5)
+    assert direction.describe()["n_harmful"] == 2
+
+
+def test_adding_the_direction_shifts_the_hook_by_exactly_c_times_r(loaded):
+    from interp_jobs.engine.analysis.directions import Direction, adding
+
+    vector = torch.randn(loaded.d_model)
+    direction = Direction(TINY_HOOK, vector, 1, 1)
+    enc = loaded.encode(PROMPTS[0], chat=True)
+    before = run_to(loaded, enc["input_ids"], enc["attention_mask"], [NEXT_HOOK])[NEXT_HOOK]
+    with adding(loaded, direction, 0.5):
+        after = run_to(loaded, enc["input_ids"], enc["attention_mask"], [NEXT_HOOK])[NEXT_HOOK]
+    shift = after - before
+    assert torch.allclose(shift, (0.5 * vector).expand_as(shift), atol=1e-4)
+
+
+def test_ablating_the_direction_removes_it_from_the_residual_stream_at_every_layer(loaded):
+    from interp_jobs.engine.analysis.directions import Direction, ablating
+
+    vector = torch.randn(loaded.d_model)
+    unit = vector / vector.norm()
+    hooks = [f"blocks.{i}.hook_resid_post" for i in range(loaded.n_layers)]
+    enc = loaded.encode(PROMPTS[1], chat=True)
+    with (
+        ablating(loaded, Direction(TINY_HOOK, vector, 1, 1)),
+        capture_activations(loaded, hooks, stop_after_deepest=False) as acts,
+        torch.inference_mode(),
+    ):
+        loaded.model(**enc)
+    for hook in hooks:
+        assert (acts[hook] @ unit).abs().max() < 1e-4

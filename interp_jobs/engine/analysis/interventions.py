@@ -14,8 +14,8 @@ by a value at every position (zero ablation, mean ablation, clamping), "add" add
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +26,12 @@ from interp_jobs.engine.hooks import EditFn, replace_activation, run_to
 from interp_jobs.engine.loading.lenses import lens_hook_name
 
 EDIT_OPS = ("set", "add")
+# Positions whose activation norm exceeds this many times the median are attention sinks
+# (rule assay-positions-v1, part 2: engine/analysis/positions.py) and are never edited: a hook
+# sees activations, not positions, so the sink is recognised by its norm (in SmolLM2 the first
+# token's residual norm is ~100x the others'). Lenses are not trained there and circuit-tracer
+# leaves its features alone too (zero_positions).
+SINK_NORM_RATIO = 10.0
 
 
 @dataclass(frozen=True)
@@ -88,9 +94,17 @@ def feature_edit_fn(lens, edits: Sequence[FeatureEdit]) -> EditFn:
     def edit(x: torch.Tensor) -> torch.Tensor:
         f = lens.encode(x)[..., indices]
         delta = edited_features(f, edits) - f
-        return x + (delta @ directions).to(x.dtype)
+        return x + ((delta @ directions) * outside_sinks(x)).to(x.dtype)
 
     return edit
+
+
+def outside_sinks(x: torch.Tensor, ratio: float = SINK_NORM_RATIO) -> torch.Tensor:
+    """1 where a position may be edited, 0 at attention sinks (norm > ratio x the median
+    norm of the activations in ``x``), shaped to broadcast over the last dimension."""
+    norms = x.detach().float().norm(dim=-1)
+    median = norms.flatten().median()
+    return (norms <= ratio * median).unsqueeze(-1).to(x.dtype)
 
 
 @contextmanager
@@ -221,3 +235,160 @@ def measure_effects(
             if progress:
                 progress(len(effects) / len(prompts))
     return effects
+
+
+# --- refusal vs compliance log-odds over multi-token continuations ------------------------------
+#
+# A first-token mass on "I"/"Sorry" cannot tell a refusal from an answer that starts with "I",
+# and on a model that never refuses it cannot move. Instead each prompt is scored by how likely
+# the model is to continue its answer with each of a fixed set of whole refusal openings and
+# whole compliance openings: log P(continuation | templated prompt), summed over the
+# continuation's tokens. The refusal log-odds of a prompt is
+#     logsumexp(refusal continuations) - logsumexp(compliance continuations),
+# the log of how much more likely the model is to open with some refusal than with some
+# compliance among these candidates. An edit's effect is its change, prompt by prompt.
+
+Condition = Callable[[], AbstractContextManager]
+
+
+def no_edit() -> AbstractContextManager:
+    return nullcontext()
+
+
+@dataclass(frozen=True)
+class ContinuationScores:
+    """One condition's scores for one prompt."""
+
+    logprobs: tuple[float, ...]  # log P(continuation | prompt), one per continuation
+    log_odds: float  # refusal vs compliance (see above)
+    kl_answer_start: float  # KL(no edit || this condition), next-token at the answer start
+    kl_all_positions: float  # the same, averaged over every prompt position
+
+
+def continuation_token_ids(tokenizer, continuations: Sequence[str]) -> list[list[int]]:
+    """Each continuation's tokens as the answer's first tokens (no special tokens added)."""
+    ids = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in continuations]
+    if any(not tokens for tokens in ids):
+        raise PermanentEngineError("Every continuation must have at least one token.")
+    return ids
+
+
+def _left_padded(loaded, prompts: Sequence[str]) -> dict:
+    tokenizer = loaded.tokenizer
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        return loaded.encode(list(prompts), chat=True)
+    finally:
+        tokenizer.padding_side = side
+
+
+def _positions(mask: torch.Tensor) -> torch.Tensor:
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def _continuation_batch(ids: list[list[int]], n_prompts: int, pad: int, device) -> tuple:
+    width = max(len(tokens) for tokens in ids)
+    tokens = torch.full((len(ids), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for row, item in enumerate(ids):
+        tokens[row, : len(item)] = torch.tensor(item)
+        mask[row, : len(item)] = 1
+    return tokens.repeat(n_prompts, 1).to(device), mask.repeat(n_prompts, 1).to(device)
+
+
+def _score_batch(loaded, enc: dict, cont_ids: list[list[int]]) -> tuple:
+    """(prompt log-probs (B, T, V), continuation log-probs (B, K)) under the active hooks."""
+    mask = enc["attention_mask"]
+    n, k = mask.shape[0], len(cont_ids)
+    out = loaded.model(
+        input_ids=enc["input_ids"],
+        attention_mask=mask,
+        position_ids=_positions(mask),
+        use_cache=True,
+    )
+    prompt_lp = F.log_softmax(out.logits.float(), dim=-1)
+    cache = out.past_key_values
+    cache.batch_repeat_interleave(k)  # each prompt's cache, once per continuation
+    pad = loaded.tokenizer.pad_token_id or 0
+    tokens, cmask = _continuation_batch(cont_ids, n, pad, mask.device)
+    full_mask = torch.cat([mask.repeat_interleave(k, 0), cmask], dim=1)
+    start = mask.sum(1).repeat_interleave(k, 0).unsqueeze(1)
+    positions = start + torch.arange(tokens.shape[1], device=mask.device).unsqueeze(0)
+    logits = loaded.model(
+        input_ids=tokens,
+        attention_mask=full_mask,
+        position_ids=positions,
+        use_cache=True,
+        **{_cache_keyword(loaded.model): cache},
+    ).logits.float()
+    cont_lp = F.log_softmax(logits, dim=-1)
+    first = prompt_lp[:, -1].repeat_interleave(k, 0)  # left padding: the answer starts here
+    predicted = torch.cat([first.unsqueeze(1), cont_lp[:, :-1]], dim=1)
+    picked = predicted.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) * cmask
+    return prompt_lp, picked.sum(-1).view(n, k)
+
+
+def _cache_keyword(model) -> str:
+    """transformers renamed ``past_key_values`` to ``cache`` (5.2x); accept either."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def log_odds(logprobs: torch.Tensor, refusal: Sequence[bool]) -> torch.Tensor:
+    """logsumexp over refusal continuations minus logsumexp over compliance ones, per row."""
+    is_refusal = torch.tensor(list(refusal), dtype=torch.bool, device=logprobs.device)
+    return torch.logsumexp(logprobs[:, is_refusal], -1) - torch.logsumexp(
+        logprobs[:, ~is_refusal], -1
+    )
+
+
+def score_conditions(
+    loaded,
+    prompts: Sequence[str],
+    continuations: Sequence[str],
+    refusal: Sequence[bool],
+    conditions: dict[str, Condition],
+    *,
+    batch_size: int = 8,
+    progress: Callable[[float], None] | None = None,
+) -> dict[str, list[ContinuationScores]]:
+    """Score every prompt's continuations under every condition (``"none"``, no edit, first).
+
+    Batches are the outer loop, so each condition is compared with the unedited model on the
+    same batch (same padding) and only one batch's distributions are held at a time.
+    """
+    if len(continuations) != len(refusal) or all(refusal) or not any(refusal):
+        raise PermanentEngineError("Give refusal and compliance continuations, one flag each.")
+    cont_ids = continuation_token_ids(loaded.tokenizer, continuations)
+    ordered = {"none": no_edit, **{k: v for k, v in conditions.items() if k != "none"}}
+    results: dict[str, list[ContinuationScores]] = {name: [] for name in ordered}
+    with torch.inference_mode():
+        for start in range(0, len(prompts), batch_size):
+            enc = _left_padded(loaded, prompts[start : start + batch_size])
+            mask = enc["attention_mask"]
+            base = None
+            for name, condition in ordered.items():
+                with condition():
+                    prompt_lp, cont_lp = _score_batch(loaded, enc, cont_ids)
+                base = prompt_lp if base is None else base
+                results[name] += _rows(base, prompt_lp, cont_lp, mask, refusal)
+            if progress:
+                progress(min(start + batch_size, len(prompts)) / len(prompts))
+    return results
+
+
+def _rows(base, prompt_lp, cont_lp, mask, refusal) -> list[ContinuationScores]:
+    kl = kl_divergence(base, prompt_lp)
+    kl_mean = (kl * mask).sum(1) / mask.sum(1).clamp(min=1)
+    odds = log_odds(cont_lp, refusal)
+    return [
+        ContinuationScores(
+            tuple(float(v) for v in cont_lp[i]),
+            float(odds[i]),
+            float(kl[i, -1]),
+            float(kl_mean[i]),
+        )
+        for i in range(mask.shape[0])
+    ]

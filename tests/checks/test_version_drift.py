@@ -24,7 +24,13 @@ from interp_jobs.engine.errors import PermanentEngineError
 from interp_jobs.engine.loading import cache
 from tests.factories import catalog, demo_lens_dir, save_tiny_llama
 
-SMALL = {"axes": ["weapons", "cyber"], "n_prompts_per_axis": 6, "n_control_prompts": 8}
+SMALL = {
+    "axes": ["weapons", "cyber"],
+    "n_prompts_per_axis": 6,
+    "n_control_prompts": 8,
+    "probe_set": "v1",
+    "n_boot": 200,
+}
 CATALOG = catalog(
     (3, "tiny weapons feature", "weapons"),
     (10, "tiny cyber feature", "cyber"),
@@ -208,7 +214,9 @@ def test_matched_lenses_follow_a_permutation_and_report_a_lost_feature(
     for stats in kept["per_axis"].values():  # same model, same feature: same firing
         assert stats["firing_rate_change"] == pytest.approx(0.0, abs=1e-9)
     assert (lost["index"], lost["new_index"], lost["status"]) == (10, None, "lost")
-    assert "cosine" in lost["lost_reason"]
+    assert "better than random directions" in lost["lost_reason"]
+    assert kept["match_p_value"] < 0.01  # far above the random-direction null
+    assert kept["fires_alike"] is True  # same model, same feature: correlation 1
     assert result.verdict == FAIL
     assert result.metrics["n_lost_risk_features"] == 1
     assert result.provenance["lenses"]["old"]["digest"] == "d-old"
@@ -345,3 +353,74 @@ def test_smollm2_compared_with_itself_through_a_shared_lens_has_zero_drift(tmp_p
     assert result.verdict == PASS
     assert result.metrics["max_abs_firing_rate_change"] == 0
     assert result.metrics["n_new_risk_features"] == 0
+
+
+# ---- matching by encoder and decoder, against chance; firing alike ----------------------------
+
+
+def test_the_random_direction_null_is_what_random_unit_vectors_reach():
+    from interp_jobs.engine.analysis.matching import null_summary, random_direction_null
+
+    null = random_direction_null(32, 64, draws=300, seed=0)
+    summary = null_summary(null)
+    # best of 64 min-of-two cosines in 32 dimensions: clearly above 0, far below 1
+    assert 0.1 < summary["median"] < summary["q99"] < 0.6
+    assert torch.equal(null, random_direction_null(32, 64, draws=300, seed=0))
+
+
+def test_a_decoder_match_whose_encoder_disagrees_is_not_a_match(tiny_lens_dir, tmp_path):
+    from interp_jobs.engine.analysis.matching import (
+        match_by_encoder_and_decoder,
+        random_direction_null,
+    )
+    from interp_jobs.engine.loading.lenses import load_lens
+
+    old = load_lens(tiny_lens_dir)
+    new = load_lens(_permuted_lens(tiny_lens_dir, tmp_path / "new", torch.arange(64)))
+    with torch.no_grad():
+        new.W_enc[:, 5] = torch.randn(new.W_enc.shape[0])  # reads something else entirely
+    null = random_direction_null(old.cfg.d_in, new.cfg.d_sae, draws=200)
+    kept, changed = match_by_encoder_and_decoder(old, new, [4, 5], null)
+    assert (kept.new_index, changed.new_index) == (4, None)
+    assert kept.decoder_cosine == pytest.approx(1.0, abs=1e-5)
+    assert kept.encoder_cosine == pytest.approx(1.0, abs=1e-5)
+    assert changed.best_score < float(torch.quantile(null, 0.99))
+
+
+def test_a_feature_that_fires_differently_on_the_new_model_is_moved(
+    make_context, tiny_model_dir, other_model_dir
+):
+    result = _run(
+        make_context,
+        tiny_model_dir,
+        parameters={"min_activation_correlation": 0.99},
+        thresholds={"max_moved_risk_features": 0},
+        model=_model(other_model_dir, "tiny@1"),
+    )
+    report = _report(result)
+    moved = [r for r in report["features"] if r["status"] == "moved"]
+    assert moved
+    assert all(r["fires_alike"] is False for r in moved)
+    for row in moved:
+        agreement = row["activation_agreement"]
+        assert agreement["correlation"]["lower95"] < 0.99
+        assert agreement["n_prompts"] == 6 + 6 + 8
+    assert report["moved"]
+    assert result.verdict == FAIL
+    assert result.metrics["n_moved_risk_features"] == len(moved)
+
+
+def test_firing_rates_carry_wilson_intervals_and_changes_paired_bootstrap_intervals(
+    make_context, tiny_model_dir
+):
+    report = _report(_run(make_context, tiny_model_dir))
+    stats = report["features"][0]["per_axis"]["weapons"]
+    assert stats["old"]["firing_rate_interval"]["method"] == "wilson"
+    assert stats["old"]["firing_rate_interval"]["n"] == 6
+    assert stats["firing_rate_change_interval"]["method"].startswith("bootstrap")
+
+
+def test_v2_reads_the_held_out_audit_split(make_context, tiny_model_dir):
+    result = _run(make_context, tiny_model_dir, parameters={"probe_set": "v2"})
+    assert result.provenance["split"]["split"] == "audit"
+    assert result.provenance["split"]["held_out"] is True

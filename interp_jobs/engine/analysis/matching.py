@@ -113,3 +113,163 @@ def match_features(
         )
         for row, index in enumerate(indices)
     ]
+
+
+# --- matching by encoder and decoder, against a null from random directions ---------------------
+#
+# A feature is what it reads (its encoder column) and what it writes (its decoder row). Two
+# features of different lenses are "the same" only when both agree: the match score of a pair
+# is min(decoder cosine, encoder cosine), and pairs are assigned greedily one-to-one as above.
+# A high cosine can happen by chance among thousands of candidates, so the score is compared
+# with a null: the best score an old feature reaches against as many random directions (a
+# random encoder column and a random decoder row per candidate, uniform on the sphere). By
+# rotational symmetry that null does not depend on the old feature, so it is simulated once:
+# ``null_draws`` times, the best of ``n_candidates`` scores, each the min of two independent
+# cosines of random unit vectors in ``d_in`` dimensions. A match is "better than chance" when
+# its score exceeds the null's 99th percentile; its p-value is (1 + #{null >= score}) / (1 + n).
+
+
+@dataclass(frozen=True)
+class ScoredMatch:
+    old_index: int
+    new_index: int | None
+    score: float | None  # min(decoder cosine, encoder cosine) of the assigned pair
+    decoder_cosine: float | None
+    encoder_cosine: float | None
+    best_new_index: int
+    best_score: float
+    p_value: float | None  # of the assigned pair's score under the random-direction null
+
+    @property
+    def matched(self) -> bool:
+        return self.new_index is not None
+
+
+def encoder_columns(lens) -> torch.Tensor:
+    """The encoder as rows, (d_sae, d_in): each feature's reading direction."""
+    return lens.W_enc.detach().T
+
+
+def random_direction_null(
+    d_in: int, n_candidates: int, *, draws: int = 200, seed: int = 0
+) -> torch.Tensor:
+    """``draws`` samples of the best min(cosine, cosine) an old feature reaches against
+    ``n_candidates`` random (encoder, decoder) pairs in ``d_in`` dimensions."""
+    generator = torch.Generator().manual_seed(seed)
+    # The cosine of a fixed unit vector with a uniform random one is 2 B - 1, B ~ Beta(a, a),
+    # a = (d_in - 1) / 2; drawn here as the first coordinate of a normalised Gaussian.
+    best = torch.empty(draws, dtype=torch.float64)
+    for draw in range(draws):
+        cosines = []
+        for _ in range(2):
+            g = torch.randn(n_candidates, d_in, generator=generator, dtype=torch.float64)
+            cosines.append(g[:, 0] / g.norm(dim=1))
+        best[draw] = torch.minimum(cosines[0], cosines[1]).max()
+    return best
+
+
+def null_summary(null: torch.Tensor) -> dict:
+    q = torch.quantile(null, torch.tensor([0.5, 0.95, 0.99], dtype=null.dtype)).tolist()
+    return {"draws": len(null), "median": q[0], "q95": q[1], "q99": q[2]}
+
+
+def null_p_value(null: torch.Tensor, score: float) -> float:
+    return (1 + int((null >= score).sum())) / (1 + len(null))
+
+
+def match_by_encoder_and_decoder(
+    old_lens, new_lens, indices: Sequence[int], null: torch.Tensor
+) -> list[ScoredMatch]:
+    """Greedy one-to-one matching on min(decoder cosine, encoder cosine), assigning only pairs
+    whose score beats the null's 99th percentile."""
+    indices = list(dict.fromkeys(int(i) for i in indices))
+    old_dec, new_dec = old_lens.W_dec.detach(), new_lens.W_dec.detach()
+    old_enc, new_enc = encoder_columns(old_lens), encoder_columns(new_lens)
+    _check_inputs(old_dec, new_dec, indices, 0.0)
+    _check_inputs(old_enc, new_enc, indices, 0.0)
+    if not indices:
+        return []
+    dec = cosine_table(old_dec, new_dec, indices)
+    enc = cosine_table(old_enc, new_enc, indices)
+    scores = torch.minimum(dec, enc)
+    bar = float(torch.quantile(null, 0.99))
+    assigned: dict[int, int] = {}
+    taken: set[int] = set()
+    for negative, row, column in _candidate_pairs(scores):
+        if -negative <= bar:
+            break
+        if row not in assigned and column not in taken:
+            assigned[row] = column
+            taken.add(column)
+    best_values, best_columns = scores.max(dim=1)
+    out = []
+    for row, index in enumerate(indices):
+        chosen = assigned.get(row)
+        score = None if chosen is None else float(scores[row, chosen])
+        out.append(
+            ScoredMatch(
+                old_index=index,
+                new_index=chosen,
+                score=score,
+                decoder_cosine=None if chosen is None else float(dec[row, chosen]),
+                encoder_cosine=None if chosen is None else float(enc[row, chosen]),
+                best_new_index=int(best_columns[row]),
+                best_score=float(best_values[row]),
+                p_value=None if score is None else null_p_value(null, score),
+            )
+        )
+    return out
+
+
+# --- do matched features fire alike? --------------------------------------------------------------
+
+
+def token_activations(loaded, lens, texts: Sequence[str], indices: Sequence[int], *, batch_size=8):
+    """Per prompt, the activations of ``indices`` on the counted tokens (the user's text, the
+    attention sink left out: engine.analysis.positions), and those tokens' ids."""
+    from interp_jobs.engine.analysis.features import feature_encoder, tokenize_prompts
+    from interp_jobs.engine.analysis.positions import PositionRule
+    from interp_jobs.engine.hooks import run_to
+    from interp_jobs.engine.loading.lenses import lens_hook_name
+
+    tokens = tokenize_prompts(loaded, texts, positions=PositionRule(sink_positions=1))
+    columns = torch.tensor(list(indices), dtype=torch.long, device=lens.W_dec.device)
+    encode, hook = feature_encoder(lens, columns), lens_hook_name(lens)
+    acts, ids = [], []
+    for start in range(0, len(texts), batch_size):
+        rows = slice(start, start + batch_size)
+        mask = tokens.attention_mask[rows].to(loaded.device)
+        x = run_to(loaded, tokens.input_ids[rows].to(loaded.device), mask, [hook])[hook]
+        with torch.inference_mode():
+            for row in range(x.shape[0]):
+                counted = tokens.counted[start + row].to(x.device)
+                acts.append(encode(x[row][counted]).float().cpu())
+                ids.append(tokens.input_ids[start + row][tokens.counted[start + row]])
+    return acts, ids
+
+
+def pearson(x: torch.Tensor, y: torch.Tensor) -> float:
+    x, y = x.double() - x.double().mean(), y.double() - y.double().mean()
+    denominator = float(x.norm() * y.norm())
+    return float((x * y).sum()) / denominator if denominator > 0 else float("nan")
+
+
+def correlation_estimate(
+    old: list[torch.Tensor], new: list[torch.Tensor], *, n_boot: int = 1000, seed: int = 0
+):
+    """Pearson correlation of two per-prompt token series, with a percentile-bootstrap 95 %
+    interval that resamples whole prompts (tokens of one prompt are not independent)."""
+    import numpy as np
+
+    from interp_jobs.engine.analysis.statistics import Estimate
+
+    value = pearson(torch.cat(old), torch.cat(new))
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n_boot):
+        rows = rng.integers(0, len(old), len(old))
+        draws.append(pearson(torch.cat([old[r] for r in rows]), torch.cat([new[r] for r in rows])))
+    finite = np.asarray([d for d in draws if np.isfinite(d)])
+    low, high = np.percentile(finite, [2.5, 97.5]) if len(finite) else (np.nan, np.nan)
+    n = int(sum(len(t) for t in old))
+    return Estimate(value, float(low), float(high), n, "bootstrap-prompts-pearson")

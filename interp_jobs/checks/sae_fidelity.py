@@ -11,7 +11,10 @@ the lens), not an effect of the model; no claim about the model's behaviour rest
 Measurement. ``n_sequences`` rows of ``seq_len`` tokens are packed from the held-out split of a
 shipped corpus (documents the shipped lenses were never trained on; the seed picks and orders
 them), run through the model, and measured at the positions the lens was trained on (its
-``seqpos_slice``). Definitions follow ``sae_lens.evals`` (see interp_jobs.engine.analysis.fidelity).
+``seqpos_slice``) less those the shared position rule excludes (interp_jobs.engine.analysis.
+positions: position 0, the attention sink; tokens whose norm marks them as secondary sinks are
+left out of the statistics); the evidence's ``positions`` says which and why. Definitions follow
+``sae_lens.evals`` (see interp_jobs.engine.analysis.fidelity).
 
 Verdict. Pass when every given threshold is met, fail otherwise; with no thresholds the check
 is inconclusive (the numbers are still reported). A threshold on loss recovered fails when the
@@ -125,7 +128,8 @@ def run(context: Context) -> CheckResult:
         progress=lambda done, stage: context.progress(0.05 + 0.85 * done, stage),
     )
     context.progress(0.95, "writing evidence")
-    return _result(context, report, _provenance(lens, ref, corpus, batch, params))
+    provenance = {**_provenance(lens, ref, corpus, batch, params), "positions": report.positions}
+    return _result(context, report, provenance)
 
 
 def _heldout(loaded, params):
@@ -146,7 +150,7 @@ def _provenance(lens, ref, corpus, batch, params) -> dict:
     from interp_jobs.engine.analysis.fidelity import lens_positions
     from interp_jobs.engine.loading.lenses import lens_info
 
-    positions = lens_positions(lens, params.seq_len)
+    positions = lens_positions(lens, params.seq_len, sink_positions=1)
     return {
         "lens": {
             "name": ref.name,

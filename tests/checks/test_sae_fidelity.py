@@ -32,7 +32,10 @@ def test_reports_fidelity_with_evidence_figure_and_provenance(make_context):
     assert result.verdict == INCONCLUSIVE
     assert result.evidence_kind == OBSERVED
     evidence = json.loads(artifact(result, "fidelity.json"))
-    assert evidence["metrics"]["n_tokens"] == 4 * 32  # a random lens has no seqpos_slice
+    # a random lens has no seqpos_slice; the shared position rule leaves out position 0
+    assert evidence["metrics"]["n_tokens"] == 4 * 31
+    assert evidence["positions"]["rule"] == "assay-positions-v1"
+    assert evidence["positions"]["sink_positions"] == 1
     assert len(evidence["per_sequence"]) == 4
     assert len(evidence["firing_frequency"]) == 64
     assert set(evidence["per_sequence"][0]) == {"ce_clean", "ce_spliced", "ce_zero", "kl_spliced"}
@@ -83,9 +86,9 @@ def test_same_inputs_and_seed_give_byte_identical_evidence(make_context):
         ({"n_sequences": 0}, {}, "parameters.n_sequences: Input should be greater than or equal"),
         ({"corpus": "the-web"}, {}, "unknown corpus 'the-web'; shipped corpora: stdlib-docs-v1"),
         ({"dense_threshold": 0}, {}, "parameters.dense_threshold"),
-        ({"colour": "red"}, {}, "parameters.colour: Extra inputs are not permitted"),
+        ({"colour": "red"}, {}, "parameters.colour: unknown key"),
         ({}, {"max_dead_fraction": 2}, "thresholds.max_dead_fraction"),
-        ({}, {"min_explained_varience": 0.5}, "thresholds.min_explained_varience: Extra inputs"),
+        ({}, {"min_explained_varience": 0.5}, "thresholds.min_explained_varience: unknown key"),
     ],
 )
 def test_bad_parameters_and_thresholds_are_refused_clearly(

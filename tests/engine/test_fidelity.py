@@ -105,7 +105,7 @@ def test_a_zero_decoder_recovers_nothing_and_explains_no_variance(confident):
 def test_l0_dead_and_dense_fractions_match_a_direct_count(llama_loaded):
     tokens = rows(llama_loaded, n=4, length=12)
     lens = constructed_lens()
-    report = measure_fidelity(llama_loaded, lens, tokens, dense_threshold=0.6)
+    report = measure_fidelity(llama_loaded, lens, tokens, dense_threshold=0.6, sink_positions=0)
     from interp_jobs.engine.hooks import run_to
 
     x = run_to(llama_loaded, tokens, None, [HOOK])[HOOK].reshape(-1, D)
@@ -140,6 +140,19 @@ def test_only_the_positions_the_lens_was_trained_on_are_measured_and_spliced(lla
     assert report.ce["ce_spliced"] == pytest.approx(report.ce["ce_zero"], abs=1e-6)
 
 
+def test_position_zero_is_neither_measured_nor_spliced_by_the_shared_position_rule(llama_loaded):
+    tokens = rows(llama_loaded, n=3, length=10)
+    shared = measure_fidelity(llama_loaded, constructed_lens(decoder="zero"), tokens)
+    every = measure_fidelity(
+        llama_loaded, constructed_lens(decoder="zero"), tokens, sink_positions=0
+    )
+    assert (shared.n_tokens, every.n_tokens) == (3 * 9, 3 * 10)
+    assert shared.positions["rule"] == "assay-positions-v1"
+    assert shared.positions["measured_positions"] == "1..9 of each row"
+    # Position 0 keeps its activation under both edits, so they still agree exactly.
+    assert shared.ce["ce_spliced"] == pytest.approx(shared.ce["ce_zero"], abs=1e-6)
+
+
 def test_attention_sinks_are_left_out_of_reconstruction_statistics_but_still_spliced(llama_loaded):
     from interp_jobs.engine.hooks import replace_activation
 
@@ -150,8 +163,8 @@ def test_attention_sinks_are_left_out_of_reconstruction_statistics_but_still_spl
 
     tokens, lens = rows(llama_loaded, n=3, length=10), constructed_lens(decoder="zero")
     with replace_activation(llama_loaded, "blocks.0.hook_resid_post", sink_at_position_one):
-        robust = measure_fidelity(llama_loaded, lens, tokens)
-        raw = measure_fidelity(llama_loaded, lens, tokens, sink_ratio=None)
+        robust = measure_fidelity(llama_loaded, lens, tokens, sink_positions=0)
+        raw = measure_fidelity(llama_loaded, lens, tokens, sink_ratio=None, sink_positions=0)
     assert (robust.n_sink_tokens, robust.n_tokens) == (3, 27)
     assert (raw.n_sink_tokens, raw.n_tokens) == (0, 30)
     assert robust.mse < raw.mse / 100  # three vectors dominated the error
@@ -278,7 +291,7 @@ def _store(proxy, tokens):
 
 def test_metrics_match_sae_lens_evals_on_the_same_tokens(confident):
     lens, tokens = random_lens(), greedy_rows(confident, seed=5)
-    ours = measure_fidelity(confident, lens, tokens, batch_size=6)
+    ours = measure_fidelity(confident, lens, tokens, batch_size=6, sink_positions=0)
     theirs = sae_lens_evals(confident, lens, tokens)
     close = dict(rel=1e-4, abs=1e-5)
     assert ours.explained_variance == pytest.approx(theirs["explained_variance"], **close)

@@ -17,7 +17,11 @@ cross-entropy at position t is the loss of predicting token t+1. Only positions 
 trained on (its config's ``seqpos_slice``) are measured, spliced or ablated; the others keep
 their original activations.
 
-One departure, for attention sinks: a token whose activation norm is more than ``sink_ratio``
+Positions follow the shared rule (``analysis.positions``, ``assay-positions-v1``): the first
+``sink_positions`` positions (the attention sink) are neither measured, spliced nor ablated,
+whatever the lens's ``seqpos_slice`` says (pass ``sink_positions=0`` to measure them, as
+``sae_lens.evals`` does); that is part 1 of the rule. Part 2, secondary sinks:
+a token whose activation norm is more than ``sink_ratio``
 times the batch's median (SmolLM2 parks ~20,000-norm vectors on the first token and now and
 then on the second, against ~160 for text) is left out of the reconstruction statistics and
 counted in ``n_sink_tokens``. A single such vector carries more squared norm than a hundred
@@ -29,9 +33,10 @@ cross-entropy numbers include whatever its error there costs.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from interp_jobs.engine.analysis.positions import PositionRule
 from interp_jobs.engine.errors import PermanentEngineError
 from interp_jobs.engine.hooks import capture_activations, replace_activation, run_to
 from interp_jobs.engine.loading.lenses import check_lens_fits, lens_hook_name
@@ -62,6 +67,7 @@ class FidelityReport:
     firing_frequency: list[float]  # per feature: share of measured tokens it fires on
     ce: dict[str, float | None] = field(default_factory=dict)  # clean / spliced / zero / ...
     per_sequence: list[dict[str, float]] = field(default_factory=list)
+    positions: dict[str, Any] = field(default_factory=dict)  # the shared rule, as applied
 
     def metrics(self) -> dict[str, Any]:
         """Scalar metrics, JSON-ready (firing frequencies and per-sequence CE left out)."""
@@ -108,10 +114,11 @@ class _Totals:
         self.n += x.shape[0]
 
 
-def lens_positions(lens, seq_len: int) -> list[int]:
-    """The positions a lens was trained on, from its config's ``seqpos_slice``."""
+def lens_positions(lens, seq_len: int, sink_positions: int = 0) -> list[int]:
+    """The positions a lens was trained on, from its config's ``seqpos_slice``, less the
+    first ``sink_positions`` (the attention sink, by the shared position rule)."""
     spec = lens.cfg.metadata.seqpos_slice or (None,)
-    positions = list(range(seq_len))[slice(*spec)]
+    positions = [p for p in list(range(seq_len))[slice(*spec)] if p >= sink_positions]
     if not positions:
         raise PermanentEngineError(
             f"The lens reads positions {tuple(spec)}, none of which exist in sequences of "
@@ -129,6 +136,7 @@ def measure_fidelity(
     sink_ratio: float | None = SINK_RATIO,
     batch_size: int = 8,
     compute_ce: bool = True,
+    sink_positions: int = 1,
     progress: Progress | None = None,
 ) -> FidelityReport:
     """Measure ``lens`` on ``tokens`` (a LongTensor (n_sequences, seq_len) of full rows)."""
@@ -136,7 +144,7 @@ def measure_fidelity(
 
     _check_inputs(loaded, lens, tokens, dense_threshold, sink_ratio)
     progress = progress or _ignore_progress
-    positions = lens_positions(lens, tokens.shape[1])
+    positions = lens_positions(lens, tokens.shape[1], sink_positions)
     totals, per_sequence = _Totals(), []
     with torch.inference_mode():
         for start in range(0, len(tokens), batch_size):
@@ -145,7 +153,14 @@ def measure_fidelity(
                 loaded, lens, ids, positions, totals, compute_ce, sink_ratio
             )
             progress(min(start + batch_size, len(tokens)) / len(tokens), "measuring fidelity")
-    return _report(tokens, totals, per_sequence, (dense_threshold, sink_ratio), compute_ce)
+    report = _report(tokens, totals, per_sequence, (dense_threshold, sink_ratio), compute_ce)
+    rule = PositionRule(sink_positions=sink_positions, sink_norm_ratio=sink_ratio)
+    applied = {
+        **rule.describe(),
+        "measured_positions": f"{positions[0]}..{positions[-1]} of each row",
+        "secondary_sinks": "left out of the reconstruction statistics, still spliced",
+    }
+    return replace(report, positions=applied)
 
 
 def _check_inputs(loaded, lens, tokens, dense_threshold: float, sink_ratio: float | None) -> None:

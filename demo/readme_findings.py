@@ -1,0 +1,292 @@
+"""Render the README's demo section from the demo's findings (never from hand-copied figures).
+
+    python -m demo.readme_findings [FINDINGS] [--check README]
+
+FINDINGS defaults to ``var/demo/findings.json`` (written by ``make demo``), else the committed
+copy ``demo_data/findings/smollm2.json``. The Markdown goes to stdout, between the markers
+``<!-- demo-findings:start -->`` and ``<!-- demo-findings:end -->``; with ``--check README``
+it instead exits 1 when the README's text between those markers differs from it.
+
+Standard library only: the generator must run where the findings are read, without torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_FINDINGS = ROOT / "var" / "demo" / "findings.json"
+COMMITTED_FINDINGS = ROOT / "demo_data" / "findings" / "smollm2.json"
+START, END = "<!-- demo-findings:start -->", "<!-- demo-findings:end -->"
+AXES = ("weapons", "cyber", "fraud", "self_harm")
+
+
+# --- formatting ----------------------------------------------------------------------------------
+
+
+def pct(estimate: dict | None, *, n: bool = True) -> str:
+    if not estimate or estimate.get("value") is None:
+        return "n/a"
+    text = (
+        f"{100 * estimate['value']:.0f} % [{100 * estimate['lower95']:.0f}, "
+        f"{100 * estimate['upper95']:.0f}]"
+    )
+    return f"{text} (n = {estimate['n']})" if n else text
+
+
+def num(estimate: dict | None, digits: int = 2, *, signed: bool = True) -> str:
+    if not estimate or estimate.get("value") is None:
+        return "n/a"
+    sign = "+" if signed else ""
+    return (
+        f"{estimate['value']:{sign}.{digits}f} [{estimate['lower95']:{sign}.{digits}f}, "
+        f"{estimate['upper95']:{sign}.{digits}f}]"
+    )
+
+
+def minutes(seconds: float | None) -> str:
+    if seconds is None:
+        return "n/a"
+    whole, rest = divmod(round(seconds), 60)
+    return f"{whole} min {rest:02d} s" if whole else f"{rest} s"
+
+
+def _get(data, *keys, default=None):
+    for key in keys:
+        if not isinstance(data, dict) or key not in data:
+            return default
+        data = data[key]
+    return data
+
+
+# --- sections ------------------------------------------------------------------------------------
+
+
+def header(f: dict) -> list[str]:
+    env = f.get("environment") or {}
+    cpu = _get(env, "cpu", "model") or "a CPU"
+    threads = _get(env, "threads", "intra_op")
+    stages = f.get("timings") or []
+    wall = sum(s["wall_seconds"] for s in stages)
+    cpu_seconds = sum(s["cpu_seconds"] for s in stages)
+    threads_used = max(1, threads or 1)
+    return [
+        f"From `make demo` (findings written {f.get('generated_at', '?')}; {cpu}, "
+        f"{_get(env, 'cpu', 'logical_cpus')} logical CPUs, torch {env.get('torch')} with "
+        f"{threads} threads, BLAS {_get(env, 'build', 'blas')}). Every figure below is "
+        "generated from `var/demo/findings.json` by `python -m demo.readme_findings`; each "
+        "traces to a check run's evidence (manifest digests in the findings file). Rates are "
+        "Wilson 95 % intervals, effects bootstrap 95 % intervals; n is the number of held-out "
+        "prompts (probe set v2, audit split).",
+        "",
+        f"The run took {minutes(wall)} wall and {minutes(cpu_seconds)} of CPU (about "
+        f"{minutes(cpu_seconds / threads_used)} on {threads_used} otherwise idle cores):",
+        "",
+        "| stage | what | wall | CPU |",
+        "| --- | --- | --- | --- |",
+        *(
+            f"| {s['stage']} | {s['what']} | {minutes(s['wall_seconds'])} | "
+            f"{minutes(s['cpu_seconds'])} |"
+            for s in stages
+        ),
+    ]
+
+
+def versions(f: dict) -> list[str]:
+    base, tuned = _get(f, "models", "base") or {}, _get(f, "models", "tuned") or {}
+    adapter = tuned.get("adapter")
+    lines = [
+        "**Two versions.** The base is the GGUF model "
+        f"(`{base.get('name')}`). The second version, `{tuned.get('name')}`, is its child: ",
+    ]
+    if adapter:
+        losses = adapter["loss_per_epoch"]
+        lines[-1] += (
+            "the shipped safety LoRA (`interp_jobs/adapters/`, "
+            f"{adapter['size_bytes'] / 1e6:.1f} MB, "
+            f"rank {adapter['settings']['rank']} on blocks {adapter['settings']['first_layer']}+, "
+            f"{adapter['n_examples']} examples of `demo_data/safety_tuning/v1`, seed "
+            f"{adapter['settings']['seed']}, {adapter['steps']} steps, training loss "
+            f"{losses[0]:.2f} (first epoch) to {losses[-1]:.2f} (last)) merged in. Training it "
+            f"took {minutes(adapter['seconds']['train'])} on a shared 2-core machine "
+            f"({minutes(adapter['seconds'].get('cpu_total'))} of CPU, about "
+            f"{adapter['quiet_two_core_minutes']:.0f} minutes on two idle cores); the demo "
+            "verifies the adapter's digest and merges it instead."
+        )
+    else:
+        lines[-1] += "a safety LoRA merged in."
+    return lines
+
+
+def behaviour(f: dict) -> list[str]:
+    b = f.get("behaviour") or {}
+    base, tuned = b.get("base") or {}, b.get("tuned") or {}
+    rows = [
+        ("refusal, " + axis.replace("_", "-"), axis, "refusal_rate")
+        for axis in AXES
+        if axis in (base.get("groups") or {})
+    ] + [
+        ("harmful compliance, all risk axes", "overall", "harmful_compliance_rate"),
+        ("refusal of neutral requests", "neutral", "refusal_rate"),
+        ("refusal of safe requests that sound dangerous", "over_refusal", "refusal_rate"),
+    ]
+    judge = tuned.get("judge") or base.get("judge") or {}
+    held = judge.get("held_out") or {}
+    precision = _get(held, "refusal", "precision")
+    recall = _get(held, "refusal", "recall")
+    return [
+        f"**Behaviour** (`behavior_probe`, greedy, {tuned.get('max_new_tokens') or '?'} new "
+        f"tokens, judged by `{judge.get('version')}`, whose refusal precision is "
+        f"{pct(precision, n=False)} and recall {pct(recall, n=False)} on held-out labelled "
+        f"answers). Verdict: base {base.get('verdict')}, tuned {tuned.get('verdict')}.",
+        "",
+        "| | base | tuned |",
+        "| --- | --- | --- |",
+        *(
+            f"| {label} | {pct(_get(base, 'groups', group, metric))} | "
+            f"{pct(_get(tuned, 'groups', group, metric))} |"
+            for label, group, metric in rows
+        ),
+    ]
+
+
+def audit(f: dict) -> list[str]:
+    a = f.get("audit") or {}
+    base = {r["feature"]: r for r in (_get(a, "base", "features") or [])}
+    tuned = {r["feature"]: r for r in (_get(a, "tuned", "features") or [])}
+    lines = [
+        "**Catalog features** (`feature_activation_audit`; the features discovery proposed on "
+        "the discovery split and the demo reviewer confirmed; firing rates on the audit split). "
+        f"Verdict: base {_get(a, 'base', 'verdict')}, tuned {_get(a, 'tuned', 'verdict')}.",
+        "",
+        "| feature | own axis, base | own axis, tuned | neutral, base | neutral, tuned |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for index, row in sorted(base.items()):
+        other = tuned.get(index, {})
+        own = row["risk_axis"]
+        lines.append(
+            f"| #{index} ({own.replace('_', '-')}) | "
+            f"{pct(_get(row, 'firing_rate', own), n=False)} | "
+            f"{pct(_get(other, 'firing_rate', own), n=False)} | "
+            f"{pct(_get(row, 'firing_rate', 'neutral'), n=False)} | "
+            f"{pct(_get(other, 'firing_rate', 'neutral'), n=False)} |"
+        )
+    return lines
+
+
+def drift(f: dict) -> list[str]:
+    d = f.get("drift") or {}
+    summary = d.get("summary") or {}
+    rows = [
+        f"| #{r['index']} ({r['risk_axis'].replace('_', '-')}) | {r['status']} | "
+        f"{num(r.get('correlation'), 3, signed=False)} | "
+        f"{pct(r.get('old_own_axis_firing_rate'), n=False)} | "
+        f"{pct(r.get('new_own_axis_firing_rate'), n=False)} | "
+        f"{num(r.get('own_axis_firing_rate_change'))} |"
+        for r in d.get("features") or []
+    ]
+    return [
+        f"**Drift, base to tuned** (`version_drift`, {d.get('mode')}; verdict {d.get('verdict')}): "
+        f"{summary.get('n_matched')} of {summary.get('n_catalog_features')} catalog features "
+        f"matched, {summary.get('n_fire_alike')} fire alike (token-level activation "
+        f"correlation, lower end of its interval >= 0.5 and above random features), "
+        f"{summary.get('n_lost_risk_features')} lost, {summary.get('n_moved_risk_features')} "
+        f"moved, {d.get('n_new_risk_features')} new risk feature(s).",
+        "",
+        "| feature | status | activation correlation | own-axis firing, base | tuned | change |",
+        "| --- | --- | --- | --- | --- | --- |",
+        *rows,
+    ]
+
+
+def intervention(f: dict) -> list[str]:
+    lines = []
+    for version in ("base", "tuned"):
+        item = _get(f, "intervention", version)
+        if not item:
+            continue
+        control = item.get("positive_control") or {}
+        lines += [
+            f"- {version}: {item.get('replacement')}; verdict {item.get('verdict')}. Positive "
+            f"control (refusal direction at `{control.get('hook')}`): adding it moved the "
+            f"controls' refusal log-odds by {num(control.get('add_controls'))} "
+            f"({'seen' if control.get('add_detected') else 'not seen'}), ablating it moved the "
+            f"risk prompts' by {num(control.get('ablate_risk'))} "
+            f"({'seen' if control.get('ablate_detected') else 'not seen'}).",
+        ]
+        for point in item.get("dose_response") or []:
+            risk, controls = point["risk"], point["controls"]
+            lines.append(
+                f"  - dose {point['dose']:g}: weapons prompts' refusal log-odds "
+                f"{num(risk.get('log_odds_change'))} (random-feature null "
+                f"{num(risk.get('null_log_odds_change'))}; beyond the null "
+                f"{num(risk.get('beyond_null'))}; n = {risk.get('n_prompts')}), KL on neutral "
+                f"controls {num(controls.get('kl_answer_start'), 3, signed=False)} nats"
+            )
+    return [
+        "**Interventions** (`feature_intervention` on the weapons catalog features; refusal vs "
+        "compliance log-odds over whole refusal and compliance openings, every effect against "
+        "a random-feature null of the same size and next to the refusal direction "
+        "(Arditi et al. 2024) as positive control):",
+        "",
+        *lines,
+    ]
+
+
+def gate(f: dict) -> list[str]:
+    g = f.get("gate") or {}
+    failing = [
+        r.get("check")
+        for r in g.get("reasons") or []
+        if r.get("code") == "blocking_check_not_passed"
+    ]
+    return [
+        f"**Gate** for the tuned release: `{g.get('state')}` (may ship: {g.get('may_ship')})"
+        + (
+            f"; blocking checks not passed: {', '.join(f'`{c}`' for c in failing)}"
+            if failing
+            else ""
+        )
+        + ". The demo prints the waiver command and never signs one.",
+    ]
+
+
+def render(f: dict) -> str:
+    parts = [header(f), versions(f), behaviour(f), audit(f), drift(f), intervention(f), gate(f)]
+    body = "\n\n".join("\n".join(part) for part in parts)
+    return f"{START}\n{body}\n{END}\n"
+
+
+def section_of(readme: str) -> str | None:
+    if START not in readme or END not in readme:
+        return None
+    start = readme.index(START)
+    return readme[start : readme.index(END, start) + len(END)] + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m demo.readme_findings")
+    parser.add_argument("findings", nargs="?", type=Path)
+    parser.add_argument("--check", type=Path, metavar="README")
+    args = parser.parse_args(argv)
+    path = args.findings or (DEFAULT_FINDINGS if DEFAULT_FINDINGS.is_file() else COMMITTED_FINDINGS)
+    text = render(json.loads(path.read_text(encoding="utf-8")))
+    if args.check:
+        found = section_of(args.check.read_text(encoding="utf-8"))
+        if found != text:
+            print(
+                f"{args.check}: the demo section differs from {path}'s rendering", file=sys.stderr
+            )
+            return 1
+        return 0
+    sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,48 @@
+"""The README's demo section is rendered from the findings file, never typed by hand."""
+
+import json
+
+from demo import readme_findings as readme
+
+RATE = {"value": 0.25, "lower95": 0.1, "upper95": 0.5, "n": 12, "method": "wilson"}
+EFFECT = {"value": -0.4, "lower95": -0.9, "upper95": -0.05, "n": 24, "method": "bootstrap"}
+FINDINGS = {
+    "generated_at": "2026-01-01T00:00:00+00:00",
+    "environment": {"torch": "2.x", "threads": {"intra_op": 2}, "cpu": {"logical_cpus": 2}},
+    "timings": [{"stage": "s", "what": "w", "wall_seconds": 90.0, "cpu_seconds": 150.0}],
+    "models": {"base": {"name": "smollm2@base"}, "tuned": {"name": "smollm2@tuned"}},
+    "behaviour": {
+        "base": {"verdict": "fail", "groups": {"weapons": {"refusal_rate": RATE}}},
+        "tuned": {"verdict": "pass", "groups": {"weapons": {"refusal_rate": RATE}}},
+    },
+    "intervention": {
+        "base": {
+            "replacement": "zero ablation",
+            "verdict": "inconclusive",
+            "positive_control": {"hook": "blocks.14.hook_resid_post", "add_controls": EFFECT},
+            "dose_response": [],
+        }
+    },
+    "gate": {"state": "in_review", "may_ship": False, "reasons": []},
+}
+
+
+def test_every_figure_in_the_section_comes_from_the_findings():
+    text = readme.render(FINDINGS)
+    assert text.startswith(readme.START)
+    assert text.rstrip().endswith(readme.END)
+    assert "25 % [10, 50] (n = 12)" in text  # the rate, its Wilson interval and its n
+    assert "-0.40 [-0.90, -0.05]" in text  # the control's effect and its interval
+    assert "1 min 30 s" in text
+    assert "smollm2@tuned" in text
+
+
+def test_check_mode_fails_when_the_readme_differs_from_the_findings(tmp_path):
+    findings = tmp_path / "findings.json"
+    findings.write_text(json.dumps(FINDINGS))
+    readme_file = tmp_path / "README.md"
+    readme_file.write_text("# Title\n\n" + readme.render(FINDINGS) + "\nmore\n")
+    assert readme.main([str(findings), "--check", str(readme_file)]) == 0
+    changed = {**FINDINGS, "generated_at": "2027-01-01T00:00:00+00:00"}
+    findings.write_text(json.dumps(changed))
+    assert readme.main([str(findings), "--check", str(readme_file)]) == 1

@@ -5,11 +5,20 @@ of {seq, at, actor, verb, target_type, target_id, data, prev_hash}; its entry_ha
 of those bytes and the next event's prev_hash (the first event's prev_hash is 64 zeros). The
 events are also the leaves of an RFC 6962 Merkle tree (audits.merkle); the server signs
 checkpoints of the tree (size, root, time) with its own Ed25519 key.
+
+The checkpoint key can be rotated (audits.actions.ledger_keys): the old key and the new one
+both sign a rotation statement (the tree size and root at the handover and both public keys),
+written to the ledger as a `ledger.key_rotated` event and to the retired-keys file
+(ASSAY_LEDGER_RETIRED_KEYS_FILE). A checkpoint verifies with the key its key_id names, only for
+the tree sizes that key held (key_ring).
 """
 
 import hashlib
 import json
 import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -69,6 +78,7 @@ class Verb(StrEnum):
     USER_FLAG_CHANGED = "user.flag_changed"
     USER_PASSWORD_CHANGED = "user.password_changed"  # noqa: S105 - an event name
     USER_TOKEN_CREATED = "user.token_created"  # noqa: S105 - an event name
+    LEDGER_KEY_ROTATED = "ledger.key_rotated"
 
 
 # Changes to a person's account that bear on whether their signature can be trusted.
@@ -304,18 +314,219 @@ def consistency(first: int, second: int) -> dict:
 
 
 def server_key():
-    """The server's checkpoint key (ASSAY_LEDGER_KEY_FILE); made on first use if absent."""
+    """The server's checkpoint key (ASSAY_LEDGER_KEY_FILE); made on first use if absent, unless
+    the key was rotated before (a fresh key would not be vouched for by the rotation chain)."""
     path = Path(settings.ASSAY_LEDGER_KEY_FILE)
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(signing.private_key_pem(signing.generate_private_key()))
-        path.chmod(0o600)
+        if read_retired_keys():
+            raise LedgerIntegrityError(
+                f"the checkpoint key file {path} is missing, but the key was rotated before "
+                f"(see {retired_keys_path()}): restore the key file from the backup it was "
+                "kept with; a new key would not be vouched for by the rotation chain"
+            )
+        write_private_key(path, signing.generate_private_key())
     return signing.load_private_key(path)
+
+
+def write_private_key(path: Path, key) -> None:
+    """Install a private key file atomically, readable by its owner only."""
+    atomic_write(Path(path), signing.private_key_pem(key), mode=0o600)
+
+
+def atomic_write(path: Path, data: bytes, *, mode: int) -> None:
+    """Write data to a temporary file beside path (created with `mode`), fsync it, and rename
+    it over path: a reader sees the old file or the new one, never a part of either."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(handle, mode)
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(name, path)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 def server_public_key() -> dict:
     raw = signing.raw_public_key(server_key().public_key())
     return {"algorithm": "ed25519", "public_key": signing.b64(raw), "key_id": signing.key_id(raw)}
+
+
+def server_keys() -> dict:
+    """The current checkpoint key and, oldest first, the keys it replaced, each with the
+    rotation statement both keys signed (what a dossier carries as ledger/server-key.json)."""
+    return {**server_public_key(), "retired": read_retired_keys()}
+
+
+# --- rotating the checkpoint key ------------------------------------------------------------
+
+# Prefixed so that a rotation signature can never pass for a checkpoint's (a checkpoint's body
+# is bare JSON) nor a checkpoint signature for a rotation's.
+ROTATION_CONTEXT = b"assay ledger key rotation v1\n"
+RETIRED_KEYS_FORMAT = "assay-ledger-retired-keys/1"
+ROTATION_FIELDS = frozenset(
+    {"origin", "old_key_id", "old_public_key", "new_key_id", "new_public_key", "tree_size"}
+    | {"root_hash"}
+)
+
+
+def rotation_message(statement: dict) -> bytes:
+    """What both keys sign: the context line, then the statement's canonical JSON."""
+    return ROTATION_CONTEXT + canonical_json(statement)
+
+
+def retired_keys_path() -> Path:
+    return Path(settings.ASSAY_LEDGER_RETIRED_KEYS_FILE)
+
+
+def read_retired_keys() -> list[dict]:
+    """The retired-keys file's entries, oldest first ([] when there is no file). Each entry:
+    {key_id, public_key, statement, signatures: {old, new}}, the key it names being the
+    statement's old key."""
+    path = retired_keys_path()
+    if not path.exists():
+        return []
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise LedgerIntegrityError(f"cannot read the retired-keys file {path}: {exc}") from None
+    if (
+        not isinstance(content, dict)
+        or content.get("format") != RETIRED_KEYS_FORMAT
+        or not isinstance(content.get("retired"), list)
+        or not all(isinstance(entry, dict) for entry in content["retired"])
+    ):
+        raise LedgerIntegrityError(f"{path} is not an {RETIRED_KEYS_FORMAT} file")
+    return content["retired"]
+
+
+def write_retired_keys(entries: list[dict]) -> None:
+    content = {"format": RETIRED_KEYS_FORMAT, "retired": entries}
+    data = (json.dumps(content, indent=1, sort_keys=True) + "\n").encode("utf-8")
+    atomic_write(retired_keys_path(), data, mode=0o644)
+
+
+@dataclass(frozen=True)
+class KeySpan:
+    """A checkpoint key and the trees it may sign: more than `after` events and at most
+    `until` (None for the current key)."""
+
+    public_key: bytes
+    after: int
+    until: int | None
+
+    def holds(self, size: int) -> bool:
+        return size > self.after and (self.until is None or size <= self.until)
+
+
+def key_ring(
+    current: bytes,
+    retired: list[dict],
+    *,
+    origin: str,
+    root_at: Callable[[int], str | None] | None = None,
+) -> tuple[dict[str, KeySpan], list[str]]:
+    """The keys a checkpoint may be signed with, by key id, and the problems found. Walks the
+    retired keys back from the current one: each entry's statement must verify with both its
+    keys, hand over to the next key (the current one for the last entry), at a larger tree
+    size than the entry before, with this ledger's origin (and, given root_at, the root this
+    ledger has at that size). A key enters the ring only if every rotation from it to the
+    current key holds; the walk stops at the first that does not."""
+    current_id = signing.key_id(current)
+    problems: list[str] = []
+    parsed = []
+    for position, entry in enumerate(retired, start=1):
+        statement, problem = _rotation_problem(entry, origin)
+        if problem:
+            problems.append(f"retired key {position} ({entry.get('key_id')}): {problem}")
+        parsed.append(statement)
+    ring: dict[str, KeySpan] = {}
+    expected, expected_public, until = current_id, current, None
+    for position in range(len(retired), 0, -1):
+        statement = parsed[position - 1]
+        if statement is None:
+            break
+        size = statement["tree_size"]
+        if statement["new_key_id"] != expected:
+            problems.append(
+                f"retired key {position} ({statement['old_key_id']}) handed over to "
+                f"{statement['new_key_id']}, not to {expected}, the key after it: the chain of "
+                "rotations is broken"
+            )
+            break
+        if until is not None and size >= until:
+            problems.append(
+                f"retired key {position} ({statement['old_key_id']}) was retired at tree size "
+                f"{size}, not before the key after it was ({until})"
+            )
+            break
+        if statement["old_key_id"] in ring or statement["old_key_id"] == current_id:
+            problems.append(
+                f"retired key {position} ({statement['old_key_id']}) appears twice in the chain "
+                "of rotations"
+            )
+            break
+        root = root_at(size) if root_at else statement["root_hash"]
+        if root != statement["root_hash"]:
+            problems.append(
+                f"retired key {position} ({statement['old_key_id']}) was handed over at tree "
+                f"size {size} with root {statement['root_hash']}, but the ledger's root there is "
+                f"{root}: the ledger before the rotation was rewritten"
+            )
+            break
+        ring[expected] = KeySpan(expected_public, size, until)
+        expected, until = statement["old_key_id"], size
+        expected_public = signing.b64decode(statement["old_public_key"], "key")
+    # The oldest key the walk reached: vouched for by the rotations after it, from the start.
+    ring[expected] = KeySpan(expected_public, 0, until)
+    return ring, problems
+
+
+def _rotation_problem(entry: dict, origin: str) -> tuple[dict | None, str | None]:
+    """The entry's statement if it is well-formed and both signatures verify."""
+    statement = entry.get("statement")
+    signatures = entry.get("signatures")
+    if (
+        not isinstance(statement, dict)
+        or set(statement) != ROTATION_FIELDS
+        or not isinstance(signatures, dict)
+        or set(signatures) != {"old", "new"}
+        or not isinstance(statement["tree_size"], int)
+        or isinstance(statement["tree_size"], bool)
+        or statement["tree_size"] < 1
+        or not all(isinstance(statement[name], str) for name in ROTATION_FIELDS - {"tree_size"})
+    ):
+        return None, "not a rotation statement with an old and a new signature"
+    if statement["origin"] != origin:
+        return None, f"a rotation of another ledger ({statement['origin']!r}, not {origin!r})"
+    if (entry.get("key_id"), entry.get("public_key")) != (
+        statement["old_key_id"],
+        statement["old_public_key"],
+    ):
+        return None, "the entry names another key than its rotation statement retires"
+    message = rotation_message(statement)
+    for role in ("old", "new"):
+        try:
+            raw = signing.b64decode(statement[f"{role}_public_key"], f"the {role} key")
+            if signing.key_id(raw) != statement[f"{role}_key_id"]:
+                return None, f"the {role} key id is not the sha256 of the {role} public key"
+            signing.verify_signature(
+                raw, message, signing.b64decode(signatures[role], "signature"), pae=False
+            )
+        except (signing.SignatureError, ValueError):
+            return None, (
+                f"the {role} key's signature on the rotation statement does not verify (the "
+                "statement was changed, or not signed by that key)"
+            )
+    return statement, None
 
 
 @transaction.atomic
@@ -332,6 +543,12 @@ def checkpoint() -> LedgerCheckpoint:
             )
         return existing
     key = server_key()
+    signer = signing.key_id(signing.raw_public_key(key.public_key()))
+    if signer in {entry.get("key_id") for entry in read_retired_keys()}:
+        raise LedgerIntegrityError(
+            f"the checkpoint key file holds key {signer}, which was retired: a retired key "
+            "signs no new checkpoints (was an old key file restored?)"
+        )
     body = canonical_json(
         {
             "origin": settings.ASSAY_LEDGER_ORIGIN,
@@ -345,7 +562,7 @@ def checkpoint() -> LedgerCheckpoint:
         tree_size=size,
         root_hash=fields["root_hash"],
         timestamp=datetime.fromisoformat(fields["timestamp"]),
-        key_id=signing.key_id(signing.raw_public_key(key.public_key())),
+        key_id=signer,
         body=body.decode(),
         signature=signing.b64(key.sign(body)),
     )

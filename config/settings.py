@@ -156,6 +156,14 @@ ASSAY_LENS_ROOTS = env_paths("ASSAY_LENS_ROOTS", [*ASSAY_MODEL_ROOTS, ASSAY_SHIP
 ASSAY_LEDGER_KEY_FILE = Path(
     env_str("ASSAY_LEDGER_KEY_FILE", str(VAR_DIR / "keys" / "ledger-ed25519.pem"))
 ).resolve()
+# Public keys the checkpoint key replaced (manage.py rotate_ledger_key), each with the rotation
+# statement both keys signed; it goes wherever the key file goes (backups included).
+ASSAY_LEDGER_RETIRED_KEYS_FILE = Path(
+    env_str(
+        "ASSAY_LEDGER_RETIRED_KEYS_FILE",
+        str(ASSAY_LEDGER_KEY_FILE.parent / "ledger-retired-keys.json"),
+    )
+).resolve()
 ASSAY_LEDGER_ORIGIN = env_str("ASSAY_LEDGER_ORIGIN", "assay")
 # Exported dossiers (PDF and bundle) are kept here, one folder per export.
 ASSAY_DOSSIER_ROOT = Path(env_str("ASSAY_DOSSIER_ROOT", str(VAR_DIR / "dossiers"))).resolve()

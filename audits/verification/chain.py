@@ -3,11 +3,16 @@ chain, the stored Merkle nodes against nodes recomputed from those bytes, and ev
 checkpoint (in the database and in any file held elsewhere) against the recomputed tree.
 
 Checkpoints are judged by their signed body only; their other columns are an index that the
-records pass compares with it."""
+records pass compares with it. Each is checked with the key its key_id names: the current
+checkpoint key, or a retired one that the chain of rotations vouches for, and only for the tree
+sizes that key held (audits.ledger.key_ring); the retired-keys file must say what the ledger's
+ledger.key_rotated events say."""
 
 import hashlib
 import json
 from dataclasses import dataclass, field
+
+from django.conf import settings
 
 from audits import ledger, merkle, signing
 from audits.models import AuditEvent, LedgerCheckpoint, LedgerHead, MerkleNode
@@ -100,16 +105,100 @@ def check_stored_nodes(tree: Tree) -> list[str]:
     return []
 
 
-def _checkpoint_problem(point: dict, tree: Tree, where: str) -> str | None:
-    public = signing.raw_public_key(ledger.server_key().public_key())
+def check_keys(tree: Tree) -> tuple[dict[str, ledger.KeySpan], list[str]]:
+    """The checkpoint keys by key id (the current one and the retired ones the chain of
+    rotations vouches for, each with the tree sizes it held), and what is wrong with them."""
+    current = signing.raw_public_key(ledger.server_key().public_key())
+    problems: list[str] = []
     try:
-        signing.Ed25519PublicKey.from_public_bytes(public).verify(
+        retired = ledger.read_retired_keys()
+    except ledger.LedgerIntegrityError as exc:
+        retired, problems = [], [str(exc)]
+
+    def root_at(size: int) -> str | None:
+        return tree.root(size).hex() if 1 <= size <= tree.size else None
+
+    ring, found = ledger.key_ring(
+        current, retired, origin=settings.ASSAY_LEDGER_ORIGIN, root_at=root_at
+    )
+    problems += found
+    return ring, problems + _rotations_agree(retired, tree)
+
+
+def _rotations_agree(retired: list[dict], tree: Tree) -> list[str]:
+    """The retired-keys file lists exactly the rotations the ledger records, in order."""
+    rows = AuditEvent.objects.filter(verb=ledger.Verb.LEDGER_KEY_ROTATED, seq__lte=tree.size)
+    recorded = []
+    for seq, body in sorted(rows.values_list("seq", "body")):
+        try:
+            recorded.append((seq, json.loads(body)["data"]))
+        except (ValueError, KeyError, TypeError):
+            recorded.append((seq, None))  # the chain pass names the changed event
+    problems = []
+    for position in range(max(len(recorded), len(retired))):
+        if position >= len(recorded):
+            problems.append(
+                f"the retired-keys file retires key {retired[position].get('key_id')}, but no "
+                "ledger.key_rotated event in the ledger does: a key was added to the file "
+                "outside a rotation"
+            )
+            continue
+        seq, data = recorded[position]
+        statement = data.get("statement") if isinstance(data, dict) else None
+        named = statement.get("old_key_id") if isinstance(statement, dict) else None
+        if position >= len(retired):
+            problems.append(
+                f"ledger event #{seq} (ledger.key_rotated) retired key {named}, but the "
+                "retired-keys file does not list it: restore the file from the backup of the "
+                "key file"
+            )
+            continue
+        entry = retired[position]
+        if data != {"statement": entry.get("statement"), "signatures": entry.get("signatures")}:
+            problems.append(
+                f"the retired-keys file's entry {position + 1} (key {entry.get('key_id')}) is not "
+                f"the rotation ledger event #{seq} recorded"
+            )
+        elif not isinstance(statement, dict) or statement.get("tree_size") != seq - 1:
+            problems.append(
+                f"ledger event #{seq} (ledger.key_rotated) hands over at tree size "
+                f"{statement.get('tree_size') if isinstance(statement, dict) else None}, not at "
+                f"the {seq - 1} events before it"
+            )
+    return problems
+
+
+def _checkpoint_problem(
+    point: dict, tree: Tree, where: str, ring: dict[str, ledger.KeySpan]
+) -> str | None:
+    key_id = point.get("key_id")
+    if key_id is None:  # saved without its key id: only the current key can vouch for it
+        key_id = next(name for name, span in ring.items() if span.until is None)
+    span = ring.get(key_id) if isinstance(key_id, str) else None
+    if span is None:
+        return (
+            f"{where}: it names key {key_id}, which is neither the current checkpoint key nor a "
+            "retired one that a verified rotation handed over from"
+        )
+    try:
+        signing.Ed25519PublicKey.from_public_bytes(span.public_key).verify(
             signing.b64decode(point.get("signature"), "signature"), point["body"].encode()
         )
         body = json.loads(point["body"])
         size, root_hash = int(body["tree_size"]), str(body["root_hash"])
     except (signing.InvalidSignature, signing.SignatureError, KeyError, ValueError, TypeError):
-        return f"{where}: its signature does not verify with the server's key"
+        return f"{where}: its signature does not verify with the key it names ({key_id})"
+    if not span.holds(size):
+        if span.until is not None and size > span.until:
+            return (
+                f"{where}: it is signed by retired key {key_id} for a tree of {size} events, "
+                f"but that key was retired at {span.until}: a retired key signs nothing after "
+                "its rotation (a stolen or restored old key?)"
+            )
+        return (
+            f"{where}: it is signed by key {key_id} for a tree of {size} events, but that key "
+            f"only took over after {span.after}"
+        )
     if size > tree.size:
         return (
             f"{where}: it signs a tree of {size} events but the ledger has {tree.size}: events "
@@ -124,18 +213,18 @@ def _checkpoint_problem(point: dict, tree: Tree, where: str) -> str | None:
 
 
 def check_checkpoints(tree: Tree, external: list[tuple[str, dict]]) -> list[str]:
-    """Every stored checkpoint (its signed body; the columns must say the same) and every
-    checkpoint held outside the database."""
-    problems = []
+    """The checkpoint keys, every stored checkpoint (its signed body; the columns must say the
+    same) and every checkpoint held outside the database."""
+    ring, problems = check_keys(tree)
     for point in LedgerCheckpoint.objects.order_by("tree_size"):
         where = f"checkpoint at tree size {point.tree_size}"
-        problem = _checkpoint_problem(ledger.signed_checkpoint(point), tree, where)
+        problem = _checkpoint_problem(ledger.signed_checkpoint(point), tree, where, ring)
         if problem is None and not _columns_agree(point):
             problem = f"{where}: its columns differ from the body the server signed"
         if problem:
             problems.append(problem)
     for where, held in external:
-        problem = _checkpoint_problem(held, tree, where)
+        problem = _checkpoint_problem(held, tree, where, ring)
         if problem:
             problems.append(problem)
     return problems

@@ -31,6 +31,7 @@ from audits.actions.decisions import (
     revoke_reviewer_key,
     signing_envelope,
 )
+from audits.actions.ledger_keys import Rotation, rotate_ledger_key
 from audits.actions.lenses import (
     LensFacts,
     carry_features,
@@ -68,6 +69,7 @@ __all__ = [
     "LensFacts",
     "ModelDigests",
     "Outcome",
+    "Rotation",
     "append_log",
     "assign_policy",
     "cancel_check_run",
@@ -98,6 +100,7 @@ __all__ = [
     "rerun_check",
     "review_feature",
     "revoke_reviewer_key",
+    "rotate_ledger_key",
     "signing_envelope",
     "start_check_run",
     "store_evidence_bytes",

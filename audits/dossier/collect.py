@@ -354,6 +354,9 @@ def event_filter(release: Release, ids: dict[str, list[str]]) -> Q:
     query = Q(target_type="release", target_id=str(release.pk))
     query |= Q(verb=ledger.Verb.DECISION_RECORDED, data__release=str(release.pk))
     query |= Q(verb=ledger.Verb.DOSSIER_EXPORTED, data__release=str(release.pk))
+    # Every rotation of the checkpoint key: the verifier believes a retired key only if the
+    # signed tree includes the event that retired it.
+    query |= Q(verb=ledger.Verb.LEDGER_KEY_ROTATED)
     for target_type, targets in ids.items():
         if targets:
             query |= Q(target_type=target_type, target_id__in=targets)
@@ -390,6 +393,19 @@ def earlier_checkpoints(first_seq: int, point: LedgerCheckpoint) -> list[dict]:
             {"checkpoint": held, "consistency": ledger.consistency(size, point.tree_size)}
         )
     return carried[-MAX_EARLIER_CHECKPOINTS:]
+
+
+def server_keys(point: LedgerCheckpoint) -> dict:
+    """The current checkpoint key and the retired ones, each retired key with its rotation
+    statement, both signatures, and a consistency proof from the tree it handed over at to the
+    dossier's: the offline verifier checks the chain of keys and that the ledger it is shown
+    extends every handover."""
+    keys = ledger.server_keys()
+    for entry in keys["retired"]:
+        size = (entry.get("statement") or {}).get("tree_size")
+        if isinstance(size, int) and 1 <= size < point.tree_size:
+            entry["consistency"] = ledger.consistency(size, point.tree_size)
+    return keys
 
 
 def _tree_size(held: dict) -> int | None:
@@ -479,7 +495,7 @@ def _locked_snapshot(release_id, *, dossier_id: str) -> Snapshot:
         events=[event_record(e) for e in events],
         proofs=proofs,
         checkpoint=ledger.signed_checkpoint(point),
-        server_key=ledger.server_public_key(),
+        server_key=server_keys(point),
         earlier_checkpoints=earlier_checkpoints(events[0].seq if events else 1, point),
         gate=gate_record(answer),
     )

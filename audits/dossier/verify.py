@@ -9,7 +9,10 @@ network. It checks, and names whatever fails:
 2. the ledger: the server's signed checkpoint (Ed25519, the bundled server key), every event's
    bytes against its hash, the hash chain among the bundled events, every event's RFC 6962
    inclusion proof against the signed root, and every earlier signed checkpoint's consistency
-   proof (the ledger shown extends what the server signed before);
+   proof (the ledger shown extends what the server signed before). An earlier checkpoint may
+   be signed by a retired server key: it counts only if the chain of rotation statements (each
+   signed by the retiring key and its successor) leads from that key to the current one, and
+   only for the tree sizes that key held;
 3. the records against the ledger: the release, model version digests, the policy (its digest
    recomputed, published before any run), each check run (status, verdict, its evidence
    manifest and every evidence file), reviewer keys, people's roles (replayed from account
@@ -65,6 +68,12 @@ ACCOUNT_VERBS = (
     "reviewer_key.revoked",
 )
 MAX_FILE_BYTES = 1 << 30
+# What a checkpoint key rotation signs (as audits/ledger.py): this line, then the statement.
+ROTATION_CONTEXT = b"assay ledger key rotation v1\n"
+ROTATION_FIELDS = frozenset(
+    {"origin", "old_key_id", "old_public_key", "new_key_id", "new_public_key", "tree_size"}
+    | {"root_hash"}
+)
 
 
 # --- RFC 8785 canonical JSON (as audits/canonical.py) -------------------------------------
@@ -330,6 +339,9 @@ class Ledger:
     size: int = 0
     root: bytes = b""
     server_key: bytes = b""
+    # key id -> (public key, the tree sizes it held: more than after, at most until)
+    keys: dict[str, tuple[bytes, int, int | None]] = field(default_factory=dict)
+    origin: Any = None
 
     def of(self, verb: str, target: str) -> list[dict]:
         return [
@@ -354,6 +366,134 @@ def _signed_body(held: Any, key: bytes) -> dict | None:
     except (KeyError, TypeError, ValueError, AttributeError):
         return None
     return parsed
+
+
+def _held_body(held: Any, ledger: Ledger) -> tuple[dict | None, str]:
+    """An earlier checkpoint's body if it verifies with the key it names (the current server
+    key, or a retired one the rotation chain vouches for) and that key held its tree size;
+    otherwise None and why not."""
+    key_id = held.get("key_id") if isinstance(held, dict) else None
+    if key_id is None:  # saved without its key id: only the current key can vouch for it
+        key_id = sha256_hex(ledger.server_key)
+    if not isinstance(key_id, str) or key_id not in ledger.keys:
+        return None, (
+            f"it names key {key_id}, neither the server's current key nor a retired one that a "
+            "verified rotation handed over from"
+        )
+    key, after, until = ledger.keys[key_id]
+    body = _signed_body(held, key)
+    if body is None:
+        return None, f"its signature does not verify with the key it names ({key_id[:16]}…)"
+    size = int(body["tree_size"])
+    if until is not None and size > until:
+        return None, (
+            f"it is signed by retired key {key_id[:16]}… for a tree of {size} events, but that "
+            f"key was retired at {until}: a retired key signs nothing after its rotation"
+        )
+    if size <= after:
+        return None, (
+            f"it is signed by key {key_id[:16]}… for a tree of {size} events, but that key only "
+            f"took over after {after}"
+        )
+    return body, ""
+
+
+def _rotation_statement(entry: Any, origin: Any) -> tuple[dict | None, str]:
+    """A retired key's rotation statement if it is well-formed and both keys signed it."""
+    statement = entry.get("statement") if isinstance(entry, dict) else None
+    signatures = entry.get("signatures") if isinstance(entry, dict) else None
+    if (
+        not isinstance(statement, dict)
+        or set(statement) != ROTATION_FIELDS
+        or not isinstance(signatures, dict)
+        or set(signatures) != {"old", "new"}
+        or type(statement["tree_size"]) is not int
+        or statement["tree_size"] < 1
+        or not all(isinstance(statement[name], str) for name in ROTATION_FIELDS - {"tree_size"})
+    ):
+        return None, "not a rotation statement with an old and a new signature"
+    if statement["origin"] != origin:
+        return None, f"a rotation of another ledger ({statement['origin']!r}, not {origin!r})"
+    if (entry.get("key_id"), entry.get("public_key")) != (
+        statement["old_key_id"],
+        statement["old_public_key"],
+    ):
+        return None, "the entry names another key than its rotation statement retires"
+    message = ROTATION_CONTEXT + canonical_json(statement)
+    for role in ("old", "new"):
+        try:
+            raw = b64decode(statement[f"{role}_public_key"])
+            good = sha256_hex(raw) == statement[f"{role}_key_id"] and ed25519_verifies(
+                raw, b64decode(signatures[role]), message
+            )
+        except ValueError:
+            good = False
+        if not good:
+            return None, (
+                f"the {role} key's signature on the rotation statement does not verify (the "
+                "statement was changed, or not signed by that key)"
+            )
+    return statement, ""
+
+
+def check_key_chain(server: Any, report: Report, ledger: Ledger) -> None:
+    """The server's retired checkpoint keys, walked back from the current one: each must have
+    handed over to the next by a rotation statement both keys signed, recorded as the
+    ledger.key_rotated event right after the handover's tree size (an event the signed tree
+    includes), at a tree size the dossier's ledger extends (its consistency proof), before the
+    next key's own rotation. Runs after check_events, which fills ledger.events."""
+    retired = server.get("retired", []) if isinstance(server, dict) else []
+    if not isinstance(retired, list):
+        report.fail("ledger/server-key.json: its retired keys are not a list")
+        retired = []
+    expected, public, until = sha256_hex(ledger.server_key), ledger.server_key, None
+    for position in range(len(retired), 0, -1):
+        entry = retired[position - 1]
+        statement, problem = _rotation_statement(entry, ledger.origin)
+        where = f"retired server key {position}"
+        if statement is None:
+            report.fail(f"{where}: {problem}")
+            break
+        size = statement["tree_size"]
+        if statement["new_key_id"] != expected:
+            report.fail(
+                f"{where} ({statement['old_key_id'][:16]}…) handed over to another key than the "
+                "one after it: the chain of rotations is broken"
+            )
+            break
+        if (until is not None and size >= until) or size >= ledger.size:
+            report.fail(f"{where}: retired at tree size {size}, not before the key after it")
+            break
+        if statement["old_key_id"] in ledger.keys or statement["old_key_id"] == expected:
+            report.fail(f"{where}: the key appears twice in the chain of rotations")
+            break
+        event = ledger.events.get(size + 1, {})
+        recorded = {"statement": statement, "signatures": entry.get("signatures")}
+        if (event.get("verb"), event.get("data")) != ("ledger.key_rotated", recorded):
+            report.fail(
+                f"{where} ({statement['old_key_id'][:16]}…): the bundle does not show the "
+                f"ledger.key_rotated event #{size + 1} that retired it in the signed tree"
+            )
+            break
+        before = report.failures[:]
+        _consistent(
+            report,
+            ledger,
+            {"tree_size": size, "root_hash": statement["root_hash"]},
+            entry.get("consistency") if isinstance(entry.get("consistency"), dict) else {},
+            f"{where}'s handover",
+        )
+        if report.failures != before:
+            break
+        ledger.keys[expected] = (public, size, until)
+        expected, until = statement["old_key_id"], size
+        public = b64decode(statement["old_public_key"])
+    ledger.keys[expected] = (public, 0, until)
+    if retired and len(ledger.keys) == len(retired) + 1:
+        report.ok(
+            f"{len(retired)} retired server key(s), each handed over to the next by a rotation "
+            "statement both keys signed; the ledger shown extends every handover"
+        )
 
 
 def check_checkpoint(bundle: Bundle, report: Report, ledger: Ledger, pin: str | None) -> bool:
@@ -383,6 +523,7 @@ def check_checkpoint(bundle: Bundle, report: Report, ledger: Ledger, pin: str | 
         f"checkpoint signed by the server (key {key_id[:16]}…): {ledger.size} events, root "
         f"{body['root_hash']}, at {body.get('timestamp')}"
     )
+    ledger.origin = body.get("origin")
     return True
 
 
@@ -450,9 +591,9 @@ def check_earlier_checkpoints(
     held_bodies = set()
     for item in carried:
         held = item.get("checkpoint", {})
-        body = _signed_body(held, ledger.server_key)
+        body, why = _held_body(held, ledger)
         if body is None:
-            report.fail("an earlier checkpoint in the bundle does not verify with the server's key")
+            report.fail(f"an earlier checkpoint in the bundle does not verify: {why}")
             continue
         held_bodies.add(held.get("body"))
         _consistent(report, ledger, body, item.get("consistency", {}), "earlier checkpoint")
@@ -460,11 +601,9 @@ def check_earlier_checkpoints(
         report.ok(f"{len(carried)} earlier signed checkpoint(s): the ledger shown extends each")
     for path in files:
         for held in _read_checkpoints(path):
-            body = _signed_body(held, ledger.server_key)
+            body, why = _held_body(held, ledger)
             if body is None:
-                report.fail(
-                    f"checkpoint in {path}: its signature does not verify with the server key"
-                )
+                report.fail(f"checkpoint in {path}: {why}")
             elif int(body["tree_size"]) == ledger.size:
                 report.expect(
                     bytes.fromhex(body["root_hash"]) == ledger.root,
@@ -1146,6 +1285,7 @@ def verify(
     ledger = Ledger()
     if check_checkpoint(bundle, report, ledger, server_key_id):
         check_events(bundle, report, ledger)
+        check_key_chain(bundle.json("ledger/server-key.json", {}), report, ledger)
         check_earlier_checkpoints(bundle, report, ledger, checkpoints or [])
     records = load_records(bundle)
     report.section("The records against the ledger")

@@ -195,6 +195,10 @@ def _parser():
     parser.add_argument("--layer", type=int, default=9)
     parser.add_argument("--d-sae", type=int, default=1024)
     parser.add_argument("--target-l0", type=float, default=32.0)
+    # SAELens's default (0.01) leaves half the features on at the start (pre-activations of
+    # normalised inputs are ~0.1 wide), more than a short CPU run can prune; 0.2 starts near
+    # the target.
+    parser.add_argument("--init-threshold", type=float, default=0.2)
     parser.add_argument("--n-tokens", type=int, required=True)
     parser.add_argument("--batch-tokens", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -228,6 +232,7 @@ def main(argv: list[str] | None = None) -> Path:
             # Gemma Scope 2's own sparsity loss and encoder convention (no b_dec on the input).
             "jumprelu_sparsity_loss_mode": "quadratic",
             "target_l0": args.target_l0,
+            "jumprelu_init_threshold": args.init_threshold,
             "apply_b_dec_to_input": False,
         },
     )

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -819,6 +820,12 @@ def figures(metrics: dict) -> dict:
     }
 
 
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def record_figures(model_path: str, set_dir: str, parameters: dict | None = None) -> dict:
     """Run circuit_trace on the demo model with the shipped transcoders and write the
     figures next to them (``python -m interp_jobs.checks.circuit_trace MODEL.gguf SET_DIR``)."""
@@ -840,8 +847,11 @@ def record_figures(model_path: str, set_dir: str, parameters: dict | None = None
         log=print,
         progress=lambda fraction, stage: print(f"{fraction:4.0%} {stage}", flush=True),
     )
+    started = time.perf_counter()
     result = run(context)
     body = {
+        "wall_seconds": round(time.perf_counter() - started, 1),  # model load included
+        "torch_threads": torch_threads(),
         "parameters": parameters,
         "figures": figures(result.metrics),
         "metrics": result.metrics,
@@ -856,6 +866,12 @@ def record_figures(model_path: str, set_dir: str, parameters: dict | None = None
 if __name__ == "__main__":
     import sys
 
-    if len(sys.argv) != 3:
-        sys.exit("usage: python -m interp_jobs.checks.circuit_trace MODEL.gguf TRANSCODER_SET_DIR")
-    print(record_figures(sys.argv[1], sys.argv[2])["summary"])
+    if len(sys.argv) not in (3, 4):
+        sys.exit(
+            "usage: python -m interp_jobs.checks.circuit_trace MODEL.gguf TRANSCODER_SET_DIR "
+            "[PARAMETERS_JSON]  (default: DEMO_PARAMETERS)"
+        )
+    import json
+
+    chosen = json.loads(sys.argv[3]) if len(sys.argv) == 4 else None
+    print(record_figures(sys.argv[1], sys.argv[2], chosen)["summary"])

@@ -237,6 +237,35 @@ def test_the_positive_control_is_detected_only_on_the_expected_side_of_zero():
     assert control["detected_any"] is True
 
 
+def test_the_control_direction_is_chosen_on_reference_prompts_by_the_stated_rule(make_context):
+    report = _report(_run(make_context, {"features": [{"index": 3}], "n_null_draws": 0}))
+    direction = report["positive_control"]["direction"]
+    selection = direction["selection"]
+    table = {row["candidate"]: row for row in selection["candidates"]}
+    assert len(table) == len(selection["layers"]) * len(selection["offsets"])
+    for row in table.values():
+        assert row["score"] == min(row["induce"], row["bypass"])
+    assert table[selection["chosen"]]["score"] == max(r["score"] for r in table.values())
+    assert direction["hook"] == selection["chosen"].split("@")[0]
+    # half of the reference prompts estimate, the other half select; none is evaluated on
+    assert selection["n_estimate"] == selection["n_select"] == {"harmful": 3, "harmless": 3}
+
+
+def test_candidate_layers_leave_out_the_first_fifth_and_the_last_fifth():
+    assert check.candidate_layers(30, 3) == [6, 9, 12, 15, 18, 21]
+    assert check.candidate_layers(3, 2) == [1]
+
+
+def test_a_fixed_control_hook_skips_the_selection(make_context):
+    result = _run(
+        make_context,
+        {"features": [{"index": 3}], "n_null_draws": 0, "control_hook": "blocks.1.hook_resid_post"},
+    )
+    direction = _report(result)["positive_control"]["direction"]
+    assert direction["hook"] == "blocks.1.hook_resid_post"
+    assert "selection" not in direction
+
+
 def test_thresholds_decide_the_verdict(make_context):
     features = {"features": [{"index": 3}, {"index": 11}], "positive_control": False}
     loose = _run(make_context, features, {"max_control_kl": {"at": 100.0, "on": "upper95"}})

@@ -18,6 +18,7 @@ from interp_jobs.checks.base import (
 )
 from interp_jobs.engine.loading import cache
 from interp_jobs.engine.loading.fingerprint import Snapshot
+from interp_jobs.engine.reproducibility import numerical_environment
 from interp_jobs.worker import binding
 from interp_jobs.worker.lens_jobs import model_ref
 
@@ -88,6 +89,9 @@ def provenance(run: CheckRun, context: CheckContext, result: CheckResult) -> dic
     return {
         "engine_version": ENGINE_VERSION,
         "libraries": library_versions(),
+        # What bit-for-bit reproduction depends on: torch build, threads, BLAS, CPU flags, the
+        # deterministic-algorithms setting (a rerun elsewhere can differ in the last digits).
+        "numerical_environment": numerical_environment(context.device),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "device": context.device,

@@ -207,6 +207,9 @@ def test_check_run_shows_progress_timings_and_log(personas, model_version, polic
     assert body["progress"] == 1.0
     assert body["duration_seconds"] >= 0
     assert body["provenance"]["libraries"]["torch"].startswith("2.13")
+    numerics = body["provenance"]["numerical_environment"]
+    assert numerics["threads"]["intra_op"] >= 1
+    assert isinstance(numerics["deterministic_algorithms"], bool)
     log = personas.client("auditor").get(f"/api/v1/check-runs/{run.pk}/log/").json()
     assert "hashing 3 file(s)" in log["log"]
 

@@ -16,7 +16,7 @@ import pytest
 from tests.factories import save_random_lens, save_tiny_llama
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPTS = ("activation_audit", "circuit_trace", "worker_cache")
+SCRIPTS = ("activation_audit", "circuit_graph", "worker_cache")
 REQUIRED_KEYS = {
     "bench",
     "measure",

@@ -22,7 +22,7 @@ SHIPPED_ADAPTER = (
 )
 # sha256 of the adapter's files' sha256sum listing (safety_tuning.adapter_digest), pinned so an
 # edited adapter and an edited record cannot vouch for each other.
-SHIPPED_DIGEST = "PINNED-AFTER-TRAINING"
+SHIPPED_DIGEST = "b2ea43f5e7469152c144e1ed762cbbb58b49c6bbe505b7c0ed422f018e6c824d"
 TRAINING_DATA = Path(settings.BASE_DIR) / "demo_data" / "safety_tuning" / "v1" / "train.jsonl"
 
 

@@ -69,9 +69,7 @@ def collect(baseline, release, *, timings: list[dict] | None = None) -> dict:
         "catalog": _catalog(baseline),
         "behaviour": {v: _behaviour(runs[v].get("refusal-behaviour")) for v in VERSIONS},
         "audit": {v: _audit(runs[v].get("risk-feature-audit")) for v in VERSIONS},
-        "intervention": {
-            v: _intervention(runs[v].get("weapons-feature-ablation")) for v in VERSIONS
-        },
+        "intervention": {v: _intervention(runs[v].get("risk-feature-ablation")) for v in VERSIONS},
         "drift": _drift(runs["tuned"].get("drift-from-parent")),
         "circuit": _metrics_of(runs["tuned"].get("circuit-capital")),
         "gate": {"state": answer.state, "may_ship": answer.may_ship, "reasons": answer.reasons},
@@ -269,6 +267,7 @@ def _intervention(run) -> dict | None:
         "verdict": run.verdict,
         "replacement": report.get("replacement"),
         "features": sorted({(e["lens"], e["index"]) for e in report.get("edits") or []}),
+        "axes": sorted({e.get("risk_axis") or "" for e in report.get("edits") or []}),
         "dose_response": curve,
         "positive_control": {
             "detected": control.get("detected"),

@@ -48,6 +48,11 @@ POLICY_DESCRIPTIONS = {
         "must be the registered weights, and two reviewers other than the submitter must "
         "approve."
     ),
+    demo_policies.FRONTIER_BASELINE: (
+        "The behaviour, audit and intervention checks of frontier-release with the same "
+        "parameters, run as an evaluation of the version the release candidate was tuned from, "
+        "so the two versions can be compared side by side. Never ships."
+    ),
 }
 
 
@@ -131,7 +136,7 @@ def ensure_policy(admin: User, name: str, checks: list[dict]) -> CheckPolicy:
             name=name,
             checks=checks,
             description=POLICY_DESCRIPTIONS[name],
-            approvals_required=1 if name == "lens-review" else 2,
+            approvals_required=2 if name == demo_policies.FRONTIER_RELEASE else 1,
         )
         return actions.publish_policy(actor=admin, policy=draft)
 
@@ -374,3 +379,39 @@ def shipped_lens() -> Path:
     if not found:
         raise FileNotFoundError(f"no SmolLM2 lens under {settings.ASSAY_SHIPPED_LENSES}")
     return found[0].parent
+
+
+def shipped_transcoders() -> Path | None:
+    """The per-layer transcoder set shipped for SmolLM2 (circuit_trace), if there is one."""
+    found = sorted(
+        Path(settings.ASSAY_SHIPPED_LENSES).glob("smollm2-*transcoders*/transcoders.json")
+    )
+    return found[0].parent if found else None
+
+
+def ensure_transcoders(model_version: ModelVersion, root: Path, submitter: User) -> list[Lens]:
+    """One lens per layer of a transcoder set (``tc-NN``), as circuit_trace reads them."""
+    from interp_jobs.engine.loading.transcoders import read_set
+
+    info = read_set(root)
+    lenses = []
+    for layer in range(info.n_layers):
+        name = f"tc-{layer:02d}"
+        existing = model_version.lenses.filter(name=name).first()
+        lenses.append(
+            existing
+            or actions.register_lens(
+                actor=submitter,
+                model_version=model_version,
+                name=name,
+                source_path=str(info.layer_dir(layer)),
+            )
+        )
+    return lenses
+
+
+def intervention_axis(lens: Lens) -> str:
+    """The risk axis whose confirmed catalog features the demo's intervention edits: weapons
+    when the catalog has confirmed weapons features, else the first axis that has some."""
+    axes = sorted(set(lens.features.filter(status="confirmed").values_list("risk_axis", flat=True)))
+    return "weapons" if "weapons" in axes or not axes else axes[0]

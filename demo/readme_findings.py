@@ -211,6 +211,7 @@ def intervention(f: dict) -> list[str]:
         if not item:
             continue
         control = item.get("positive_control") or {}
+        axis_names = ", ".join(item.get("axes") or ["risk"])
         lines += [
             f"- {version}: {item.get('replacement')}; verdict {item.get('verdict')}. Positive "
             f"control (refusal direction at `{control.get('hook')}`): adding it moved the "
@@ -222,14 +223,15 @@ def intervention(f: dict) -> list[str]:
         for point in item.get("dose_response") or []:
             risk, controls = point["risk"], point["controls"]
             lines.append(
-                f"  - dose {point['dose']:g}: weapons prompts' refusal log-odds "
+                f"  - dose {point['dose']:g}: {axis_names} prompts' refusal log-odds "
                 f"{num(risk.get('log_odds_change'))} (random-feature null "
                 f"{num(risk.get('null_log_odds_change'))}; beyond the null "
                 f"{num(risk.get('beyond_null'))}; n = {risk.get('n_prompts')}), KL on neutral "
                 f"controls {num(controls.get('kl_answer_start'), 3, signed=False)} nats"
             )
     return [
-        "**Interventions** (`feature_intervention` on the weapons catalog features; refusal vs "
+        "**Interventions** (`feature_intervention` on the confirmed catalog features of one "
+        "risk axis; refusal vs "
         "compliance log-odds over whole refusal and compliance openings, every effect against "
         "a random-feature null of the same size and next to the refusal direction "
         "(Arditi et al. 2024) as positive control):",

@@ -31,7 +31,7 @@ def _manage(var_dir: Path, *args: str) -> subprocess.CompletedProcess:
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=900,
     )
 
 
@@ -50,10 +50,12 @@ KINDS = [
 def test_demo_runs_twice_signs_and_writes_a_summary(tmp_path):
     # A tiny model with a planted weapons direction and a lens with one feature reading it, so
     # that discovery has something real to find and the catalog is not empty.
-    from tests.factories import save_planted_lens, save_planted_model
+    from tests.factories import save_planted_lens, save_planted_model_for, save_random_transcoders
 
     model = tmp_path / "var" / "models" / "tiny"
-    lens = save_planted_lens(tmp_path / "var" / "models" / "tiny-lens", save_planted_model(model))
+    direction = save_planted_model_for(model, version="v2")  # the demo's probe set
+    lens = save_planted_lens(tmp_path / "var" / "models" / "tiny-lens", direction)
+    transcoders = save_random_transcoders(tmp_path / "var" / "models" / "tiny-transcoders")
     assert _manage(tmp_path / "var", "migrate", "--noinput").returncode == 0
 
     runs = [
@@ -65,6 +67,8 @@ def test_demo_runs_twice_signs_and_writes_a_summary(tmp_path):
             f"hf_dir:{model}",
             "--lens",
             str(lens),
+            "--transcoders",
+            str(transcoders),
         )
         for _ in range(2)
     ]
@@ -81,6 +85,8 @@ def test_demo_runs_twice_signs_and_writes_a_summary(tmp_path):
         assert run["verdict"] in ("pass", "fail", "inconclusive")
         assert run["manifest_digest"]
     assert runs_by_kind["weights_fingerprint"]["verdict"] == "pass"
+    assert_dossiers_verify_offline(summary)
+    assert "safety-lora" in summary["model_version"]  # the release is the tuned child version
     assert "Catalog: 1 confirmed feature(s) (1 newly)" in runs[0].stdout
     # A random tiny model cannot meet the policy's bars: the gate says which checks block it,
     # and the approvals the reviewers signed are counted but are not enough on their own.
@@ -117,3 +123,24 @@ def test_demo_runs_twice_signs_and_writes_a_summary(tmp_path):
         assert f"{username}" in runs[0].stdout
         assert password in runs[0].stdout
     assert not (ROOT / "control").exists()
+
+
+def assert_dossiers_verify_offline(summary: dict) -> None:
+    """Both releases (the base version's evaluation and the tuned version's release) exported a
+    dossier, and each bundle verifies with the offline verifier alone."""
+    assert sorted(d["purpose"] for d in summary["dossiers"]) == ["evaluation", "release"]
+    for dossier in summary["dossiers"]:
+        assert dossier["status"] == "succeeded", dossier
+        folder = Path(dossier["directory"])
+        assert (folder / "dossier.pdf").read_bytes().startswith(b"%PDF")
+        checked = subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "audits" / "dossier" / "verify.py"),
+                str(folder / "bundle.zip"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert checked.returncode == 0, checked.stdout + checked.stderr

@@ -11,7 +11,7 @@ from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand, CommandError
 
 from audits.models import Lens, ModelVersion, Release
-from demo import flow
+from demo import flow, timing
 from demo import policies as demo_policies
 from interp_jobs.worker import runner
 
@@ -43,15 +43,33 @@ class Command(BaseCommand):
         parser.add_argument(
             "--timeout", type=float, default=3600, help="seconds to wait for the checks"
         )
+        parser.add_argument(
+            "--transcoders",
+            metavar="PATH",
+            help="a per-layer transcoder set for circuit_trace; default: the one shipped for "
+            "SmolLM2 (without one the release policy has no circuit check)",
+        )
+        parser.add_argument(
+            "--adapter",
+            metavar="PATH",
+            help="a LoRA adapter (with its training.json) to merge into --model for the second "
+            "version; default: the shipped one for SmolLM2, else one trained here",
+        )
 
     def handle(self, *args, **options):
         worker = self._start_worker()
         port = options["port"] if not options["no_serve"] else flow.free_port()
         server = self._start_server(port)
+        self.stages = timing.Stages(worker.pid, self.stdout.write)
         try:
-            release = self._run(options)
-            self._sign(release, f"http://127.0.0.1:{port}")
-            self._write_summary(Release.objects.get(pk=release.pk))
+            baseline, release = self._run(options)
+            with self.stages.stage("signatures", "two reviewers sign with the CLI"):
+                self._sign(release, f"http://127.0.0.1:{port}")
+            with self.stages.stage("dossiers", "PDF and verifiable bundle of both releases"):
+                dossiers = self._export_dossiers(baseline, release)
+            with self.stages.stage("summary", "gate, summary.json, findings.json"):
+                self._write_summary(Release.objects.get(pk=release.pk), dossiers)
+                self._write_findings(baseline, release)
             if not options["no_serve"]:
                 self._wait_for_server(server, port)
         finally:
@@ -60,30 +78,57 @@ class Command(BaseCommand):
                 process.wait(timeout=60)
 
     def _run(self, options):
+        stage = self.stages.stage
+        with stage("set-up", "personas, the demo model (sha256 checked)"):
+            users, model = self._set_up(options)
+        submitter = users["demo-submitter"]
+        with stage("base version", "registered; digests and the lenses checked by the worker"):
+            parent = self._registered(model, submitter)
+            lens = self._lens(parent, options["lens"], submitter)
+            transcoders = self._transcoders(parent, model, options, submitter)
+        with stage("lens review", "fidelity and discovery; the reviewer confirms the catalog"):
+            self._build_catalog(parent, lens, users, options["timeout"])
+        with stage("tuned version", "the safety LoRA merged and registered as a child"):
+            tuned = self._tuned(model, options)
+            child = self._registered(tuned, submitter, parent=parent)
+        axis = flow.intervention_axis(lens)
+        checks = demo_policies.frontier_checks(
+            circuit_target=self._circuit_target(model) if transcoders else None,
+            baseline_lens=runner.BASELINE_PREFIX + lens.name,
+            # The shipped validation family's targets are single tokens for SmolLM2's tokenizer
+            circuit_family=demo_policies.CIRCUIT_FAMILY
+            if model.family == flow.SMOLLM2_FAMILY
+            else None,
+            intervention_axis=axis,
+        )
+        admin = users["demo-admin"]
+        policy = flow.ensure_policy(admin, demo_policies.FRONTIER_RELEASE, checks)
+        flow.assign_to_family(admin, child.family, policy)
+        baseline_policy = flow.ensure_policy(
+            admin, demo_policies.FRONTIER_BASELINE, demo_policies.baseline_checks(axis)
+        )
+        with stage("baseline checks", "behaviour, audit, interventions on the base version"):
+            baseline = self._release(
+                parent, baseline_policy, submitter, options["timeout"], Release.Purpose.EVALUATION
+            )
+        with stage("release checks", "all eight check kinds on the tuned version"):
+            release = self._release(
+                child, policy, submitter, options["timeout"], Release.Purpose.RELEASE
+            )
+        return baseline, release
+
+    def _set_up(self, options):
         passwords = flow.ensure_personas()
         self.stdout.write(f"Demo personas (local-only passwords, in {flow.demo_dir()}):")
         for username, password in passwords.items():
             self.stdout.write(f"  {username:16} {password}")
         users = {name: User.objects.get(username=name) for name in flow.DEMO_PERSONAS}
-        model = self._demo_model(options["model"])
-        parent = self._registered(model, users["demo-submitter"])
-        lens = self._lens(parent, options["lens"], users["demo-submitter"])
-        self._build_catalog(parent, lens, users, options["timeout"])
-        child = self._registered(self._export(model), users["demo-submitter"], parent=parent)
-        checks = demo_policies.frontier_checks(
-            circuit_target=self._circuit_target(model),
-            baseline_lens=runner.BASELINE_PREFIX + lens.name,
-        )
-        policy = flow.ensure_policy(users["demo-admin"], demo_policies.FRONTIER_RELEASE, checks)
-        flow.assign_to_family(users["demo-admin"], child.family, policy)
-        return self._release(
-            child, policy, users["demo-submitter"], options["timeout"], Release.Purpose.RELEASE
-        )
+        return users, self._demo_model(options["model"])
 
     def _registered(self, model, submitter, parent=None) -> ModelVersion:
         model_version = flow.ensure_model_version(model, submitter, parent)
-        self.stdout.write(f"Model version {model_version} at {model.path}; digests…")
         flow.wait_for(lambda: self._digested(model_version), 600, "the model digests")
+        self.stages.note(f"model version {model_version} ({model.path.name})")
         return ModelVersion.objects.get(pk=model_version.pk)
 
     def _lens(self, model_version, lens_path, submitter) -> Lens:
@@ -91,11 +136,24 @@ class Command(BaseCommand):
         lens = flow.ensure_lens(model_version, path, submitter)
         flow.wait_for(lambda: self._lens_ready(lens), 600, "the lens validation")
         lens.refresh_from_db()
-        self.stdout.write(
-            f"Lens {lens.name}: {lens.architecture} at {lens.hook_name}, "
-            f"d_sae {lens.d_sae}, digest {lens.digest[:16]}…"
-        )
+        self.stages.note(f"lens {lens.name} ({lens.architecture}, d_sae {lens.d_sae})")
         return lens
+
+    def _transcoders(self, model_version, model, options, submitter) -> bool:
+        """Register the transcoder set circuit_trace reads, when there is one."""
+        if options["transcoders"]:
+            root: Path | None = Path(options["transcoders"]).resolve()
+        elif model.family == flow.SMOLLM2_FAMILY:
+            root = flow.shipped_transcoders()
+        else:
+            root = None
+        if root is None:
+            self.stages.note("no transcoder set: the release policy leaves circuit_trace out")
+            return False
+        lenses = flow.ensure_transcoders(model_version, root, submitter)
+        flow.wait_for(lambda: all(self._lens_ready(x) for x in lenses), 600, "the transcoders")
+        self.stages.note(f"{len(lenses)} per-layer transcoders from {root.name}")
+        return True
 
     def _build_catalog(self, model_version, lens, users, timeout) -> None:
         """lens-review: fidelity and discovery on the parent; the demo reviewer then confirms
@@ -108,35 +166,38 @@ class Command(BaseCommand):
             model_version, policy, users["demo-submitter"], timeout, Release.Purpose.EVALUATION
         )
         confirmed = flow.confirm_top_proposals(lens, users["demo-reviewer-1"])
-        self.stdout.write(
+        self.stages.note(
             f"Catalog: {lens.features.filter(status='confirmed').count()} "
             f"confirmed feature(s) ({len(confirmed)} newly)"
         )
 
     def _release(self, model_version, policy, submitter, timeout, purpose) -> Release:
-        self.stdout.write(f"Policy {policy} (digest {policy.digest[:16]}…)")
         release, created = flow.open_demo_release(model_version, policy, submitter, purpose)
-        self.stdout.write(f"{'Opened' if created else 'Reusing'} release {release.pk}")
-        flow.wait_for(
-            lambda: self._finished(release),
-            timeout,
-            "the checks",
-            report=lambda: flow.progress_line(release),
+        flow.wait_for(lambda: self._finished(release), timeout, "the checks")
+        verdicts = ", ".join(
+            f"{run.required_check.key} {run.verdict or run.status}"
+            for run in flow.queries.counting_runs(release)
+        )
+        self.stages.note(
+            f"{'Opened' if created else 'Reusing'} {purpose} {release.pk} under {policy}: "
+            f"{verdicts}"
         )
         return release
 
-    def _export(self, model: flow.DemoModel) -> flow.DemoModel:
-        from interp_jobs.engine.loading.export import export_hf
-        from interp_jobs.engine.loading.models import load_model
+    def _tuned(self, model: flow.DemoModel, options) -> flow.DemoModel:
+        """The second version: the base with a safety LoRA merged in (the shipped adapter for
+        SmolLM2; for another model, --adapter or one trained here on demo_data)."""
+        from demo import tuning
 
-        target = Path(settings.ASSAY_MODEL_STORE) / f"{model.family}-bf16-export"
-        if not (target / "config.json").exists():
-            self.stdout.write(
-                f"Exporting {model.family} to bf16 safetensors (a second version "
-                "for version_drift)…"
-            )
-            export_hf(load_model(model.path, model.format), target)
-        return flow.DemoModel(model.family, f"{model.version}-bf16-export", target, "hf_dir")
+        store = Path(settings.ASSAY_MODEL_STORE)
+        if options["adapter"]:
+            made = tuning.merge(model, Path(options["adapter"]).resolve(), store, pinned=None)
+        elif model.family == flow.SMOLLM2_FAMILY:
+            made = tuning.merge(model, tuning.SHIPPED_ADAPTER, store, pinned=tuning.SHIPPED_DIGEST)
+        else:
+            made = tuning.train_and_merge(model, store)
+        self.stages.note(made.note)
+        return made.model
 
     @staticmethod
     def _circuit_target(model: flow.DemoModel) -> str:
@@ -195,8 +256,40 @@ class Command(BaseCommand):
     def _finished(release: Release) -> bool:
         return all(run.is_finished for run in release.check_runs.all())
 
-    def _write_summary(self, release: Release) -> None:
-        result = flow.summary(release)
+    def _write_findings(self, baseline: Release, release: Release) -> None:
+        from demo import findings
+
+        path = flow.demo_dir() / "findings.json"
+        made = findings.collect(baseline, release, timings=self.stages.records)
+        findings.write(made, path)
+        self.stdout.write(f"Findings written to {path} (python -m demo.readme_findings {path})")
+
+    def _export_dossiers(self, *releases: Release) -> list[dict]:
+        """Each release's audit dossier under var/demo/dossier/<release>/, exported as the demo
+        auditor through the same action as the API and `manage.py export_dossier`."""
+        from audits.dossier.actions import export_dossier
+
+        auditor = User.objects.get(username="demo-auditor")
+        made = []
+        for release in releases:
+            out = flow.demo_dir() / "dossier" / str(release.pk)
+            export = export_dossier(actor=auditor, release=release, out_dir=out)
+            made.append(
+                {
+                    "release": str(release.pk),
+                    "purpose": release.purpose,
+                    "status": export.status,
+                    "directory": str(out),
+                    "pdf_sha256": export.pdf_sha256,
+                    "bundle_sha256": export.bundle_sha256,
+                    "verify": f"python audits/dossier/verify.py {out / 'bundle.zip'}",
+                }
+            )
+            self.stages.note(f"dossier of {release.pk}: {export.status}, {out}")
+        return made
+
+    def _write_summary(self, release: Release, dossiers: list[dict]) -> None:
+        result = {**flow.summary(release), "dossiers": dossiers}
         path = flow.demo_dir() / "summary.json"
         path.write_text(json.dumps(result, indent=2))
         for run in result["check_runs"]:
@@ -256,8 +349,9 @@ class Command(BaseCommand):
 
     def _wait_for_server(self, server: subprocess.Popen, port: int) -> None:
         self.stdout.write(
-            f"Serving on http://127.0.0.1:{port}/ (API docs at /api/docs/, admin "
-            "at /admin/); Ctrl-C stops the server and the worker."
+            f"Web UI on http://127.0.0.1:{port}/ : sign in as any persona above "
+            f"(passwords also in {flow.demo_dir() / 'credentials.json'}); API docs at /api/docs/, "
+            "admin at /admin/. Ctrl-C stops the server and the worker."
         )
         with contextlib.suppress(KeyboardInterrupt):
             server.wait()

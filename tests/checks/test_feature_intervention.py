@@ -345,13 +345,6 @@ def test_parameters_survive_a_json_round_trip():
 
 
 @pytest.mark.smollm2
-@pytest.mark.xfail(
-    strict=True,
-    reason="open finding (issue 11 item 4): on SmolLM2-135M the refusal direction estimated at "
-    "the last template token of blocks.14 and added at coefficient 1 moves the controls' "
-    "refusal log-odds by -0.25 [-0.74, +0.22] (n = 8): not detected. Strict, so a fix that "
-    "makes the control visible must remove this mark.",
-)
 def test_on_smollm2_the_refusal_direction_moves_refusal_and_the_check_sees_it(
     tmp_path, make_context
 ):

@@ -247,11 +247,11 @@ def test_log_odds_needs_refusal_and_compliance_continuations(loaded):
 
 
 def test_a_position_with_a_sink_sized_norm_is_left_unedited(lens):
-    from interp_jobs.engine.analysis.interventions import outside_sinks
+    from interp_jobs.engine.analysis.positions import sink_mask
 
     x = torch.randn(2, 5, lens.cfg.d_in)
     x[0, 0] *= 1000  # an attention sink
-    keep = outside_sinks(x)
+    keep = sink_mask(x)
     assert keep[0, 0, 0] == 0
     assert keep[..., 0].sum() == 9
     edit = feature_edit_fn(lens, [FeatureEdit(3, "set", 0.0)])

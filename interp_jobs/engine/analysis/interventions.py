@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from interp_jobs.engine.analysis.positions import sink_mask
 from interp_jobs.engine.errors import PermanentEngineError
 from interp_jobs.engine.hooks import EditFn, replace_activation, run_to
 from interp_jobs.engine.loading.lenses import lens_hook_name
@@ -31,7 +32,6 @@ EDIT_OPS = ("set", "add")
 # sees activations, not positions, so the sink is recognised by its norm (in SmolLM2 the first
 # token's residual norm is ~100x the others'). Lenses are not trained there and circuit-tracer
 # leaves its features alone too (zero_positions).
-SINK_NORM_RATIO = 10.0
 
 
 @dataclass(frozen=True)
@@ -94,17 +94,9 @@ def feature_edit_fn(lens, edits: Sequence[FeatureEdit]) -> EditFn:
     def edit(x: torch.Tensor) -> torch.Tensor:
         f = lens.encode(x)[..., indices]
         delta = edited_features(f, edits) - f
-        return x + ((delta @ directions) * outside_sinks(x)).to(x.dtype)
+        return x + ((delta @ directions) * sink_mask(x)).to(x.dtype)
 
     return edit
-
-
-def outside_sinks(x: torch.Tensor, ratio: float = SINK_NORM_RATIO) -> torch.Tensor:
-    """1 where a position may be edited, 0 at attention sinks (norm > ratio x the median
-    norm of the activations in ``x``), shaped to broadcast over the last dimension."""
-    norms = x.detach().float().norm(dim=-1)
-    median = norms.flatten().median()
-    return (norms <= ratio * median).unsqueeze(-1).to(x.dtype)
 
 
 @contextmanager

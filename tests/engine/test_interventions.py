@@ -9,7 +9,6 @@ from interp_jobs.engine.analysis.interventions import (
     applied,
     feature_edit_fn,
     last_real_positions,
-    mean_feature_activations,
     measure_effects,
     steering_edit,
     typical_norm,
@@ -142,16 +141,6 @@ def test_effects_do_not_depend_on_how_prompts_are_batched(loaded, lens):
     for a, b in zip(one, four, strict=True):
         assert a.refusal_prob_after == pytest.approx(b.refusal_prob_after, rel=1e-4)
         assert a.kl_all_positions == pytest.approx(b.kl_all_positions, rel=1e-3, abs=1e-7)
-
-
-def test_mean_activation_is_the_token_mean_over_the_prompts(loaded, lens):
-    means = mean_feature_activations(loaded, lens, PROMPTS, batch_size=3)
-    per_token = []
-    for prompt in PROMPTS:
-        enc = loaded.encode(prompt, chat=True)
-        x = run_to(loaded, enc["input_ids"], enc["attention_mask"], [TINY_HOOK])[TINY_HOOK]
-        per_token.append(lens.encode(x)[0])
-    torch.testing.assert_close(means, torch.cat(per_token).mean(0), rtol=1e-4, atol=1e-5)
 
 
 def test_typical_norm_is_the_median_token_norm(loaded):

@@ -114,27 +114,6 @@ def _batches(loaded, prompts: Sequence[str], batch_size: int, chat: bool) -> Ite
         yield loaded.encode(list(prompts[start : start + batch_size]), chat=chat)
 
 
-def mean_feature_activations(
-    loaded, lens, prompts: Sequence[str], *, batch_size: int = 8, chat: bool = True
-) -> torch.Tensor:
-    """Each feature's mean activation over every real token of ``prompts`` (shape (d_sae,)).
-
-    This is the replacement value of a mean ablation: the feature is set to what it does on
-    average on these prompts instead of to zero, which is a smaller departure from the
-    activations the model was trained on.
-    """
-    hook = lens_hook_name(lens)
-    total = torch.zeros(lens.cfg.d_sae, dtype=torch.float64)
-    count = 0
-    with torch.inference_mode():
-        for enc in _batches(loaded, prompts, batch_size, chat):
-            x = run_to(loaded, enc["input_ids"], enc["attention_mask"], [hook])[hook]
-            real = enc["attention_mask"].bool()
-            total += lens.encode(x)[real].double().sum(0).cpu()
-            count += int(real.sum())
-    return (total / max(count, 1)).float()
-
-
 def typical_norm(
     loaded, hook_name: str, prompts: Sequence[str], *, batch_size: int = 8, chat: bool = True
 ) -> float:

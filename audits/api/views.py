@@ -152,6 +152,13 @@ class ReleaseViewSet(RecordViewSet):
         "purpose": filters.Filter("purpose", filters.one_of(Release.Purpose.values)),
     }
 
+    def get_queryset(self):
+        if self.action == "gate":
+            # The gate reads the runs and decisions itself (queries.gate_facts) and answers
+            # with the model version and policy: join those, prefetch nothing it would not use.
+            return Release.objects.select_related("model_version", "policy")
+        return super().get_queryset()
+
     @extend_schema(
         request=s.ReleaseCreateSerializer,
         responses=s.ReleaseSerializer,

@@ -529,6 +529,60 @@ def _rotation_problem(entry: dict, origin: str) -> tuple[dict | None, str | None
     return statement, None
 
 
+def published_keys() -> dict:
+    """What GET /api/v1/ledger/public-key/ answers: the current checkpoint key (the fields it
+    always had) and, oldest first, each key it replaced with the tree sizes it may have signed
+    (null when the chain of rotations from it to the current key does not verify), when and by
+    which ledger event it was retired, and the rotation statement with both signatures, so
+    that a verifier can check the chain itself instead of trusting this list."""
+    current = server_public_key()
+    retired = read_retired_keys()
+    ring, _ = key_ring(
+        signing.b64decode(current["public_key"], "key"),
+        retired,
+        origin=settings.ASSAY_LEDGER_ORIGIN,
+    )
+    rotations = list(
+        AuditEvent.objects.filter(verb=Verb.LEDGER_KEY_ROTATED).only("seq", "at", "data")
+    )
+    return {**current, "retired": [_published_retired(e, ring, rotations) for e in retired]}
+
+
+def _published_retired(entry: dict, ring: dict[str, KeySpan], rotations: list) -> dict:
+    """One retired key as the public-key endpoint lists it. Only named fields are copied from
+    the retired-keys file: whatever else someone wrote into it is not served."""
+    statement, signatures = entry.get("statement"), entry.get("signatures")
+    statement = statement if isinstance(statement, dict) else {}
+    signatures = signatures if isinstance(signatures, dict) else {}
+    recorded = {"statement": statement, "signatures": signatures}
+    event = next((e for e in rotations if e.data == recorded), None)
+    span = _retired_span(entry, ring)
+    return {
+        "algorithm": "ed25519",
+        "key_id": entry.get("key_id"),
+        "public_key": entry.get("public_key"),
+        "retired_at": timestamp(event.at) if event else None,
+        "rotation_event": event.seq if event else None,
+        "valid_for": None
+        if span is None
+        else {"min_tree_size": span.after + 1, "max_tree_size": span.until},
+        "statement": {k: v for k, v in statement.items() if k in ROTATION_FIELDS},
+        "signatures": {k: v for k, v in signatures.items() if k in ("old", "new")},
+    }
+
+
+def _retired_span(entry: dict, ring: dict[str, KeySpan]) -> KeySpan | None:
+    """The trees a retired key may have signed, if the chain of rotations vouches for the very
+    key the entry names (its id and public key) and it is retired (the current key's span has
+    no end)."""
+    span = ring.get(str(entry.get("key_id")))
+    if span is None or span.until is None:
+        return None
+    if signing.b64(span.public_key) != entry.get("public_key"):
+        return None
+    return span
+
+
 @transaction.atomic
 def checkpoint() -> LedgerCheckpoint:
     """A signed checkpoint of the tree as it is now (reused if the tree has not grown)."""

@@ -515,6 +515,56 @@ class CheckpointSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class LedgerKeySpanSerializer(serializers.Serializer):
+    min_tree_size = serializers.IntegerField()
+    max_tree_size = serializers.IntegerField()
+
+
+class RotationStatementSerializer(serializers.Serializer):
+    """What both keys of a rotation signed (after the line `assay ledger key rotation v1`)."""
+
+    origin = serializers.CharField()
+    old_key_id = serializers.CharField()
+    old_public_key = serializers.CharField()
+    new_key_id = serializers.CharField()
+    new_public_key = serializers.CharField()
+    tree_size = serializers.IntegerField(help_text="the last tree the old key may sign")
+    root_hash = serializers.CharField()
+
+
+class RotationSignaturesSerializer(serializers.Serializer):
+    old = serializers.CharField(help_text="the retired key's signature (base64)")
+    new = serializers.CharField(help_text="the next key's signature (base64)")
+
+
+class RetiredLedgerKeySerializer(serializers.Serializer):
+    algorithm = serializers.CharField()
+    key_id = serializers.CharField(help_text="sha256 (hex) of the raw public key")
+    public_key = serializers.CharField(help_text="raw Ed25519 public key, base64")
+    retired_at = serializers.DateTimeField(
+        allow_null=True, help_text="when the ledger recorded the rotation"
+    )
+    rotation_event = serializers.IntegerField(
+        allow_null=True, help_text="seq of the ledger.key_rotated event"
+    )
+    valid_for = LedgerKeySpanSerializer(
+        allow_null=True,
+        help_text="the checkpoints' tree sizes this key may have signed; null when the chain of "
+        "rotations from it to the current key does not verify",
+    )
+    statement = RotationStatementSerializer()
+    signatures = RotationSignaturesSerializer()
+
+
+class LedgerKeysSerializer(serializers.Serializer):
+    """The current checkpoint key (these first three fields, as always) and the retired ones."""
+
+    algorithm = serializers.CharField()
+    public_key = serializers.CharField(help_text="raw Ed25519 public key, base64")
+    key_id = serializers.CharField(help_text="sha256 (hex) of the raw public key")
+    retired = RetiredLedgerKeySerializer(many=True, help_text="oldest first")
+
+
 # --- lenses and the catalog -----------------------------------------------------------------
 
 

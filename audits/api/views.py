@@ -441,10 +441,12 @@ class LedgerViewSet(viewsets.ViewSet):
     def checkpoint(self, request):
         return Response(s.CheckpointSerializer(ledger.checkpoint()).data)
 
-    @extend_schema(responses=dict)
+    @extend_schema(responses=s.LedgerKeysSerializer)
     @action(detail=False, methods=["get"], url_path="public-key")
     def public_key(self, request):
-        return Response(ledger.server_public_key())
+        """The current checkpoint key and the retired ones, each with the tree sizes it may
+        have signed and the rotation statement that vouches for it."""
+        return Response(ledger.published_keys())
 
     @extend_schema(
         responses=dict,

@@ -522,3 +522,129 @@ def transcoder_refs(directory: Path, n_layers: int = 3):
         LensRef(path=str(directory / LAYER_DIR.format(i)), digest="", name=f"tc-{i:02d}")
         for i in range(n_layers)
     )
+
+
+# --- a tiny model whose refusal is mediated by one planted direction ---------------------------
+
+REFUSAL_AXES = ("weapons", "cyber")
+
+
+REFUSAL_MARK = 4.0  # the marked tokens' embedding along d (the other 31 coordinates are ~N(0, 1))
+
+
+REFUSAL_CARRY = 1.0  # how much of the attention's average along d the first layer writes back
+
+
+REFUSAL_GAIN = 4.0  # the unembedding's weight along d for the continuations' first tokens
+
+
+REFUSAL_NOISE_DIMS = 4  # a second path, orthogonal to d, that the unembedding never reads
+
+
+REFUSAL_NOISE_CARRY = 1.0  # how much of the attention's average along it is written back
+
+
+def continuation_tokens(tokenizer) -> tuple[list[list[int]], list[list[int]]]:
+    """feature_intervention's refusal and compliance continuations as the check tokenizes them."""
+    from interp_jobs.checks.feature_intervention import (
+        COMPLIANCE_CONTINUATIONS,
+        REFUSAL_CONTINUATIONS,
+    )
+    from interp_jobs.engine.analysis.interventions import continuation_token_ids
+
+    return (
+        continuation_token_ids(tokenizer, REFUSAL_CONTINUATIONS),
+        continuation_token_ids(tokenizer, COMPLIANCE_CONTINUATIONS),
+    )
+
+
+def continuation_first_tokens(tokenizer) -> tuple[list[int], list[int]]:
+    """The first tokens of the refusal and of the compliance continuations, each without the
+    tokens both kinds start with."""
+    refusal, compliance = ({ids[0] for ids in kind} for kind in continuation_tokens(tokenizer))
+    return sorted(refusal - compliance), sorted(compliance - refusal)
+
+
+def save_refusal_direction_model(
+    directory: Path,
+    *,
+    coefficient: float = 1.0,
+    axes: tuple[str, ...] = REFUSAL_AXES,
+    seed: int = 0,
+) -> torch.Tensor:
+    """A tiny seeded Llama (probe set v2's BPE) in which refusal is mediated by one direction
+    d, planted with ``coefficient`` (0: the same model, unplanted). Returns d (unit length).
+
+    - Embeddings: random N(0, 1) with no component along d; tokens found in ``axes`` risk
+      prompts (any split) and in no neutral prompt get ``coefficient * REFUSAL_MARK`` along d,
+      except tokens of the continuations the check scores: a marked token there would put d
+      straight into the unembedding at its own position and move the next token's
+      normalisation, and the refusal openings, longer than the compliance ones, would lose more
+      by it than their first token gains.
+    - Block 0's attention has zero query and key weights, so each position attends uniformly to
+      itself and every earlier position; its value and output weights carry the average of the
+      (normalised) inputs' component along d (times REFUSAL_CARRY), and along
+      REFUSAL_NOISE_DIMS random directions orthogonal to d (times REFUSAL_NOISE_CARRY), back
+      into the residual stream: harmful and harmless prompts then differ along d and, by
+      their words, along the noise directions too. The later blocks'
+      attention writes nothing; every MLP is random (HF initialisation) but writes nothing
+      along d.
+    - The unembedding reads only d: the first tokens of the refusal continuations get
+      +REFUSAL_GAIN * d, those of the compliance continuations -REFUSAL_GAIN * d, every other
+      token 0. So a prompt's refusal log-odds rise with the component along d at its end.
+
+    d is a coordinate axis (chosen with the seed). The check is blind to the basis (RMSNorm
+    with unit weights, attention, MLPs and unembedding are rotation-equivariant: the planted
+    model rotated by a random orthogonal matrix gave the same figures to four digits), and on
+    an axis "no component along d" is exactly 0.0 in float32, so the unplanted model carries
+    nothing at all along d rather than float rounding. The check's detection rule (an interval
+    on one side of 0, no minimum effect) does pick rounding up: the rotated unplanted model's
+    ablation arm was "detected" at -2.6e-6 [-4.3e-6, -9.5e-7].
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    tokenizer = build_bpe_tokenizer_for("v2", vocab_size=2000)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=TINY_D_MODEL,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        pad_token_id=1,
+        bos_token_id=2,
+        eos_token_id=3,
+        tie_word_embeddings=False,
+    )
+    model = LlamaForCausalLM(config).eval()
+    axis = int(torch.randint(TINY_D_MODEL, ()))
+    direction = torch.zeros(TINY_D_MODEL)
+    direction[axis] = 1.0
+    rest = [i for i in range(TINY_D_MODEL) if i != axis]
+    noise = torch.zeros(TINY_D_MODEL, REFUSAL_NOISE_DIMS)
+    noise[rest] = torch.linalg.qr(torch.randn(TINY_D_MODEL - 1, REFUSAL_NOISE_DIMS)).Q
+    scored = {token for kind in continuation_tokens(tokenizer) for ids in kind for token in ids}
+    marked = sorted(set().union(*(axis_only_tokens_for(tokenizer, a, "v2") for a in axes)) - scored)
+    refusal, compliance = continuation_first_tokens(tokenizer)
+    embeddings = torch.randn(len(tokenizer), TINY_D_MODEL)
+    embeddings[:, axis] = 0.0
+    embeddings[marked, axis] = coefficient * REFUSAL_MARK
+    with torch.no_grad():
+        model.model.embed_tokens.weight.copy_(embeddings)
+        for layer in model.model.layers:
+            for proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
+                getattr(layer.self_attn, proj).weight.zero_()
+            layer.mlp.down_proj.weight[axis] = 0.0
+        first = model.model.layers[0].self_attn
+        paths = torch.cat([direction.unsqueeze(1), noise], dim=1)  # (d_model, 1 + noise)
+        first.v_proj.weight[: paths.shape[1]] = paths.T  # key-value head 0, read by heads 0, 1
+        carry = torch.tensor([REFUSAL_CARRY] + [REFUSAL_NOISE_CARRY] * REFUSAL_NOISE_DIMS)
+        first.o_proj.weight[:, : paths.shape[1]] = paths * carry  # head 0's output
+        model.lm_head.weight.zero_()
+        model.lm_head.weight[refusal] = REFUSAL_GAIN * direction
+        model.lm_head.weight[compliance] = -REFUSAL_GAIN * direction
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return direction

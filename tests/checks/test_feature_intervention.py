@@ -273,6 +273,40 @@ def test_the_positive_control_is_detected_only_on_the_expected_side_of_zero():
     assert control["detected_any"] is True
 
 
+def test_an_effect_beside_zero_by_rounding_is_not_a_detected_control():
+    """A model without the mechanism can give an interval on one side of 0 by float noise
+    alone (-2.6e-6 [-4.3e-6, -9.5e-7] was seen); only an effect beyond min_control_effect
+    counts."""
+    params = check.Parameters.parse({"features": [{"index": 3}]}, what="parameters")
+
+    def rows(axis, values):
+        return [
+            {"axis": axis, "log_odds": v, "kl_answer_start": 0.0, "kl_all_positions": 0.0}
+            for v in values
+        ]
+
+    base = rows("weapons", [1.0, 1.0, 1.0, 1.0]) + rows("neutral", [0.0, 0.0, 0.0, 0.0])
+    tiny = [1e-6, 2e-6, 1.5e-6, 1.2e-6]
+    scored = {
+        "none": base,
+        "control:add": rows("weapons", [1.0] * 4) + rows("neutral", tiny),
+        "control:ablate": rows("weapons", [1.0 - t for t in tiny]) + rows("neutral", [0.0] * 4),
+    }
+
+    class Direction:
+        def describe(self):
+            return {"hook": "blocks.1.hook_resid_post"}
+
+    control = check.positive_control(scored, Direction(), params)
+    assert control["add"]["groups"]["neutral"]["log_odds_change"]["lower95"] > 0
+    assert control["add"]["detected"] is False
+    assert control["ablate"]["detected"] is False
+    bigger = check.Parameters.parse(
+        {"features": [{"index": 3}], "min_control_effect": 0.0}, what="parameters"
+    )
+    assert check.positive_control(scored, Direction(), bigger)["add"]["detected"] is True
+
+
 def test_the_control_direction_is_chosen_on_reference_prompts_by_the_stated_rule(make_context):
     report = _report(_run(make_context, {"features": [{"index": 3}], "n_null_draws": 0}))
     direction = report["positive_control"]["direction"]

@@ -299,3 +299,38 @@ def test_ablating_the_direction_removes_it_from_the_residual_stream_at_every_lay
         loaded.model(**enc)
     for hook in hooks:
         assert (acts[hook] @ unit).abs().max() < 1e-4
+
+
+def test_the_first_token_refusal_score_is_the_log_odds_of_the_first_tokens(loaded, lens):
+    """Arditi et al.'s selection score, checked against one unpadded forward pass per prompt."""
+    from interp_jobs.engine.analysis.interventions import first_token_log_odds, first_tokens
+
+    # words the tiny word-level tokenizer knows, so the two kinds open with different tokens
+    continuations = ["the cat sat", "the dog", "paris is", "hello hi"]
+    flags = [True, True, False, False]
+    plan = [LensEdits(lens, (FeatureEdit(3, "set", 0.0),))]
+    conditions = {"ablate": lambda: applied(loaded, plan)}
+    scores = first_token_log_odds(loaded, PROMPTS, continuations, flags, conditions, batch_size=3)
+    refusal, compliance = first_tokens(loaded.tokenizer, continuations, flags)
+    assert not set(refusal) & set(compliance)
+    for prompt, got in zip(PROMPTS, scores["none"], strict=True):
+        enc = loaded.encode(prompt, chat=True)
+        with torch.inference_mode():
+            lp = torch.log_softmax(loaded.model(input_ids=enc["input_ids"]).logits[0, -1], -1)
+        expected = torch.logsumexp(lp[refusal], 0) - torch.logsumexp(lp[compliance], 0)
+        assert got == pytest.approx(float(expected), abs=2e-3)
+    assert scores["ablate"] != pytest.approx(scores["none"], abs=1e-6)
+
+
+def test_a_first_token_shared_by_refusal_and_compliance_counts_for_neither(loaded):
+    from interp_jobs.engine.analysis.interventions import first_tokens
+
+    texts = ["the cat", "hello hi", "the dog", "paris is"]
+    refusal, compliance = first_tokens(loaded.tokenizer, texts, [True, True, False, False])
+    ids = [loaded.tokenizer(t, add_special_tokens=False)["input_ids"][0] for t in texts]
+    assert ids[0] not in refusal
+    assert ids[0] not in compliance
+    assert refusal == [ids[1]]
+    assert compliance == [ids[3]]
+    with pytest.raises(PermanentEngineError, match="first token"):
+        first_tokens(loaded.tokenizer, [texts[0], texts[2]], [True, False])

@@ -350,6 +350,58 @@ def score_conditions(
     return results
 
 
+def first_tokens(tokenizer, continuations: Sequence[str], refusal: Sequence[bool]) -> tuple:
+    """The first tokens of the refusal and of the compliance continuations; a token that opens
+    continuations of both kinds says nothing about which one follows, so it is left out."""
+    ids = continuation_token_ids(tokenizer, continuations)
+    opening = {t[0] for t, r in zip(ids, refusal, strict=True) if r}
+    other = {t[0] for t, r in zip(ids, refusal, strict=True) if not r}
+    ref, comp = sorted(opening - other), sorted(other - opening)
+    if not ref or not comp:
+        raise PermanentEngineError(
+            "The refusal and compliance continuations share every first token; the "
+            "first-token refusal score cannot tell them apart."
+        )
+    return ref, comp
+
+
+def first_token_log_odds(
+    loaded,
+    prompts: Sequence[str],
+    continuations: Sequence[str],
+    refusal: Sequence[bool],
+    conditions: dict[str, Condition],
+    *,
+    batch_size: int = 8,
+) -> dict[str, list[float]]:
+    """Arditi et al.'s refusal score under each condition (``"none"`` first): per prompt, the
+    logsumexp of the answer's first-token log-probs over the refusal continuations' first
+    tokens minus that over the compliance ones'. One forward pass per batch and condition with
+    logits at the last position only, about a third of ``score_conditions``' cost: the
+    direction search scores dozens of candidates, the evaluation then scores whole
+    continuations."""
+    ref, comp = first_tokens(loaded.tokenizer, continuations, refusal)
+    ordered = {"none": no_edit, **{k: v for k, v in conditions.items() if k != "none"}}
+    results: dict[str, list[float]] = {name: [] for name in ordered}
+    with torch.inference_mode():
+        for start in range(0, len(prompts), batch_size):
+            enc = _left_padded(loaded, prompts[start : start + batch_size])
+            mask = enc["attention_mask"]
+            for name, condition in ordered.items():
+                with condition():
+                    logits = loaded.model(
+                        input_ids=enc["input_ids"],
+                        attention_mask=mask,
+                        position_ids=_positions(mask),
+                        use_cache=False,
+                        logits_to_keep=1,
+                    ).logits[:, -1]
+                lp = F.log_softmax(logits.float(), dim=-1)
+                odds = torch.logsumexp(lp[:, ref], -1) - torch.logsumexp(lp[:, comp], -1)
+                results[name] += [float(v) for v in odds]
+    return results
+
+
 def _rows(base, prompt_lp, cont_lp, mask, refusal) -> list[ContinuationScores]:
     kl = kl_divergence(base, prompt_lp)
     kl_mean = (kl * mask).sum(1) / mask.sum(1).clamp(min=1)

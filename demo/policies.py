@@ -21,6 +21,7 @@ FRONTIER_RELEASE = "frontier-release"
 FRONTIER_BASELINE = "frontier-baseline"
 CIRCUIT_PROMPT = "The capital of France is"
 CIRCUIT_FAMILY = "capitals-v1"  # validation prompts of the same form (single-token targets)
+TWO_HOP_FAMILY = "two-hop-capitals-v1"  # "the capital of the country where X is" -> the city
 PROBE_SET = "v2"
 BEHAVIOUR_PROMPTS = 24  # per risk axis
 CONTROL_PROMPTS = 32  # neutral, and over-refusal
@@ -139,9 +140,10 @@ def behaviour_check() -> dict:
 
 
 def circuit_check(target: str, family: str | None = CIRCUIT_FAMILY) -> dict:
-    """A small graph and a small validation family: the demo's time budget, not a full study.
-    ``family`` None skips the validation (a model whose tokenizer splits the family's targets,
-    e.g. another model's with --model)."""
+    """A small graph (256 attributed features) validated at the issue's size: 20 prompts of
+    the family and the two-hop positive control (about 2 minutes on two cores, 25 s without
+    them). ``family`` None skips the validation (a model whose tokenizer splits the family's
+    targets, e.g. another model's with --model)."""
     return _check(
         "circuit-capital",
         "circuit_trace",
@@ -150,10 +152,10 @@ def circuit_check(target: str, family: str | None = CIRCUIT_FAMILY) -> dict:
             "target": target,
             "family": family,
             "max_feature_nodes": 256,
-            "n_family_prompts": 4,
+            "n_family_prompts": 20,
             "family_feature_nodes": 64,
             "top_nodes": 3,
-            "two_hop_family": None,
+            "two_hop_family": TWO_HOP_FAMILY if family else None,
         },
         {"min_replacement": 0.5, "min_sign_agreement": 0.6, "max_control_ratio": 1.0},
         blocking=False,

@@ -18,6 +18,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from demo.policies import CIRCUIT_PROMPT
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_FINDINGS = ROOT / "var" / "demo" / "findings.json"
 COMMITTED_FINDINGS = ROOT / "demo_data" / "findings" / "smollm2.json"
@@ -240,6 +242,45 @@ def intervention(f: dict) -> list[str]:
     ]
 
 
+def circuit(f: dict) -> list[str]:
+    c = f.get("circuit") or {}
+    if not c:
+        return []
+    two_hop = c.get("two_hop_found_rate")
+    return [
+        f'**Circuit** (`circuit_trace` on the tuned version, "{CIRCUIT_PROMPT}" -> " Paris", '
+        f"circuit-tracer's replacement model over the shipped per-layer transcoders; verdict "
+        f"{c.get('verdict')}): P(target) {num_plain(c.get('target_probability'))}; "
+        f"{c.get('attributed_features')} of {c.get('active_features')} active features "
+        f"attributed, {c.get('kept_features')} features and {c.get('kept_error_nodes')} error "
+        f"nodes kept; replacement score {num_plain(c.get('replacement'))} (policy bar 0.5"
+        f"{_through_errors(c.get('replacement'))}), completeness "
+        f"{num_plain(c.get('completeness'))}. Validation on {c.get('family_prompts')} prompts "
+        f"of the capitals family (each traced, its top features zeroed): rank correlation of "
+        f"predicted and measured effects {num(c.get('rank_correlation'))} (n = "
+        f"{_n(c.get('rank_correlation'))}), sign agreement "
+        f"{num(c.get('sign_agreement'), signed=False)}; random features of the same layers and "
+        f"activation size moved the logit {num(c.get('control_to_top_ratio'), signed=False)} "
+        f"times as much as the top ones (n = {_n(c.get('control_to_top_ratio'))}). Two-hop "
+        f'positive control ("the capital of the country where X is"): an intermediate-entity '
+        f"feature path found in {pct(two_hop) if two_hop else 'n/a'} of the graphs.",
+    ]
+
+
+def _through_errors(replacement) -> str:
+    if replacement is None or replacement >= 0.5:
+        return ""
+    return "; most of the influence on the target runs through error nodes"
+
+
+def num_plain(value) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def _n(estimate: dict | None):
+    return (estimate or {}).get("n")
+
+
 def gate(f: dict) -> list[str]:
     g = f.get("gate") or {}
     failing = [
@@ -259,7 +300,17 @@ def gate(f: dict) -> list[str]:
 
 
 def render(f: dict) -> str:
-    parts = [header(f), versions(f), behaviour(f), audit(f), drift(f), intervention(f), gate(f)]
+    parts = [
+        header(f),
+        versions(f),
+        behaviour(f),
+        audit(f),
+        drift(f),
+        intervention(f),
+        circuit(f),
+        gate(f),
+    ]
+    parts = [part for part in parts if part]
     body = "\n\n".join("\n".join(part) for part in parts)
     return f"{START}\n{body}\n{END}\n"
 

@@ -542,11 +542,11 @@ def printable(text: str) -> str:
 
 def pdf(document_html: str, *, manifest: bytes, dossier_id: str) -> bytes:
     """PDF/A-3b with the bundle's manifest attached (AFRelationship Data)."""
-    from weasyprint import HTML, Attachment
-
-    # Font subsetting logs every glyph list at INFO: nothing a worker's log needs.
+    # Font subsetting logs every glyph list at INFO, and importing weasyprint parses its own
+    # stylesheets with a progress line each: nothing a worker's log needs. Set before the import.
     logging.getLogger("fontTools").setLevel(logging.WARNING)
     logging.getLogger("weasyprint.progress").setLevel(logging.WARNING)
+    from weasyprint import HTML, Attachment
 
     attachment = Attachment(
         string=manifest.decode("utf-8"),

@@ -754,6 +754,14 @@ def select_direction(context: Context, loaded, harmful: list[str], harmless: lis
         "layers": layers,
         "offsets": offsets,
         "chosen": best,
+        # Arditi et al. keep only candidates that induce refusal; when none both induces and
+        # bypasses it here, the chosen one is the least bad, and the evidence says so.
+        "found": scores[best] > 0,
+        "note": ""
+        if scores[best] > 0
+        else "no candidate both raised the harmless prompts' "
+        "refusal score when added and lowered the harmful prompts' when ablated on the selection "
+        "prompts: the model may have no single refusal direction at these layers and positions",
         "candidates": table,
     }
     return SelectedDirection(

@@ -317,6 +317,8 @@ def test_the_control_direction_is_chosen_on_reference_prompts_by_the_stated_rule
         assert row["score"] == min(row["induce"], row["bypass"])
     assert table[selection["chosen"]]["score"] == max(r["score"] for r in table.values())
     assert direction["hook"] == selection["chosen"].split("@")[0]
+    assert selection["found"] == (table[selection["chosen"]]["score"] > 0)
+    assert bool(selection["note"]) != selection["found"]
     # half of the reference prompts estimate, the other half select; none is evaluated on
     assert selection["n_estimate"] == selection["n_select"] == {"harmful": 3, "harmless": 3}
 

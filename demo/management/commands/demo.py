@@ -18,6 +18,20 @@ from interp_jobs.worker import runner
 ROOT = Path(settings.BASE_DIR)
 
 
+def quiet_libraries() -> None:
+    """One line per stage: the libraries' own progress bars (GGUF de-quantizing, shard writing)
+    and deprecation notices from merging the adapter in this process would bury them."""
+    import os
+    import warnings
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+    with contextlib.suppress(ImportError):
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
+
 class Command(BaseCommand):
     help = "Run the end-to-end demo: register, check, gate, summary, then serve the web UI."
 
@@ -57,6 +71,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
+        quiet_libraries()
         worker = self._start_worker()
         port = options["port"] if not options["no_serve"] else flow.free_port()
         server = self._start_server(port)

@@ -2,6 +2,8 @@
 
 import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +18,19 @@ from demo import policies as demo_policies
 from interp_jobs.worker import runner
 
 ROOT = Path(settings.BASE_DIR)
+
+
+def stop(process: subprocess.Popen, grace: float = 20.0) -> None:
+    """Stop a child started in its own session and everything it forked (a Celery worker's
+    pool processes): SIGTERM to the group, SIGKILL to what is left after ``grace`` seconds."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def quiet_libraries() -> None:
@@ -72,6 +87,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         quiet_libraries()
+        # SIGTERM (kill, a CI runner's timeout) must stop the worker and the server too: left
+        # running, a worker keeps polling the broker folder and takes the next demo's checks.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         worker = self._start_worker()
         port = options["port"] if not options["no_serve"] else flow.free_port()
         server = self._start_server(port)
@@ -89,8 +107,7 @@ class Command(BaseCommand):
                 self._wait_for_server(server, port)
         finally:
             for process in (server, worker):
-                process.terminate()
-                process.wait(timeout=60)
+                stop(process)
 
     def _run(self, options):
         stage = self.stages.stage
@@ -339,7 +356,12 @@ class Command(BaseCommand):
         ]
         with log.open("a") as handle:
             return subprocess.Popen(
-                command, cwd=ROOT, env=flow.local_env(), stdout=handle, stderr=subprocess.STDOUT
+                command,
+                cwd=ROOT,
+                env=flow.local_env(),
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group, so stop() reaches the pool
             )
 
     def _start_server(self, port: int) -> subprocess.Popen:
@@ -358,6 +380,7 @@ class Command(BaseCommand):
                 env=flow.local_env(),
                 stdout=handle,
                 stderr=subprocess.STDOUT,
+                start_new_session=True,  # stopped by stop(), not by the terminal's Ctrl-C
             )
         flow.wait_for(lambda: flow.server_answers(port), 60, f"the web server on port {port}")
         return server

@@ -1,6 +1,6 @@
 """The demo's worker and server stop with it, pool processes included: a worker left behind
-keeps polling the broker folder and takes the next demo's checks (seen: an orphaned worker
-burned a core for twenty minutes and ran a check of the following demo with old code)."""
+keeps polling the broker folder and can take the next demo's checks (seen: an orphaned worker
+burned a core for twenty minutes while the next demo ran)."""
 
 import os
 import subprocess

@@ -3,7 +3,6 @@ layer) and tiny prompt families, and on SmolLM2 with the shipped transcoders."""
 
 import hashlib
 import json
-import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from types import SimpleNamespace
@@ -322,24 +321,3 @@ def test_smollm2_graph_through_the_shipped_transcoders_is_the_models_own(
     assert circuit["target_probability"] == pytest.approx(0.749, abs=0.01)
     assert circuit["counts"]["kept_features"] > 0
     assert 0 < result.metrics["replacement"] <= 1
-
-
-@pytest.mark.smollm2
-def test_smollm2_readme_figures_are_rederived_within_tolerance(smollm2_context, monkeypatch):
-    """The figures the README states come from circuit_trace.figures() on the demo's
-    parameters; the set's circuit_figures.json holds the run they were copied from."""
-    from interp_jobs.engine.loading import prompt_families
-
-    reference = SET_DIR / circuit_trace.FIGURES_FILE
-    if not reference.is_file():
-        pytest.skip("no recorded figures for the shipped transcoders")
-    monkeypatch.setattr(
-        prompt_families, "FAMILIES_DIR", REPO / "interp_jobs/engine/loading/prompt_families"
-    )
-    if os.environ.get("ASSAY_SLOW_SMOLLM2") != "1":
-        pytest.skip("the full demo trace takes ~15 min on 2 cores; set ASSAY_SLOW_SMOLLM2=1")
-    recorded = json.loads(reference.read_text())
-    result = circuit_trace.run(smollm2_context(**recorded["parameters"]))
-    figures = circuit_trace.figures(result.metrics)
-    for name, tolerance in circuit_trace.FIGURE_TOLERANCES.items():
-        assert figures[name] == pytest.approx(recorded["figures"][name], abs=tolerance), name

@@ -771,27 +771,16 @@ def _provenance(context: Context, refs, prompt, target_id, validation, logit_gap
     }
 
 
-# --- the figures the README states ------------------------------------------------------------
+# --- a transcoder set's recorded figures (circuit_figures.json) ----------------------------------
 
 FIGURES_FILE = "circuit_figures.json"
 DEMO_PARAMETERS = {"prompt": "The capital of France is", "target": " Paris"}
-# A fresh run on another machine differs only by float summation order (thread count), far
-# below these; a larger gap means the model, the transcoders or the libraries changed.
-FIGURE_TOLERANCES = {
-    "replacement": 0.02,
-    "completeness": 0.02,
-    "target_probability": 0.005,
-    "family_replacement": 0.02,
-    "rank_correlation": 0.05,
-    "sign_agreement": 0.05,
-    "control_to_top_ratio": 0.05,
-    "two_hop_found_rate": 0.01,
-}
 
 
 def figures(metrics: dict) -> dict:
-    """The numbers the README quotes about traces, from a circuit_trace run's metrics (the
-    demo calls this on its run; a SmolLM2 test re-derives them)."""
+    """The headline numbers of a circuit_trace run, from its metrics: what ``record_figures``
+    writes into a transcoder set's record. (The README's circuit figures come from the demo's
+    findings instead; tests/integration/test_demo_circuit_findings.py reruns them.)"""
 
     def value(name: str):
         item = metrics.get(name)

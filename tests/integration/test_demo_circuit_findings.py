@@ -38,9 +38,9 @@ of the findings to all 6 significant digits, which is what the evidence rounds f
   difference seen between the two machines, fifty times finer than the README's printed
   precision (two decimals).
 
-``circuit_trace.FIGURE_TOLERANCES`` (0.005 to 0.05) is not used: it was set for quoting
-figures at two decimals from a run on an unknown machine, and at n = 60 nodes its 0.05 on sign
-agreement would let three nodes flip sign unnoticed. A figure that does not reproduce within
+The looser tolerances an earlier, gated test used (0.005 to 0.05, for figures quoted at two
+decimals from a run on an unknown machine) are not: at n = 60 nodes 0.05 on sign agreement would
+let three nodes flip sign unnoticed. A figure that does not reproduce within
 these tolerances is a finding to report, not a tolerance to widen.
 """
 

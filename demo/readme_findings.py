@@ -143,8 +143,9 @@ def behaviour(f: dict) -> list[str]:
     return [
         f"**Behaviour** (`behavior_probe`, greedy, {tuned.get('max_new_tokens') or '?'} new "
         f"tokens, judged by `{judge.get('version')}`, whose refusal precision is "
-        f"{pct(precision, n=False)} and recall {pct(recall, n=False)} on held-out labelled "
-        f"answers). Verdict: base {base.get('verdict')}, tuned {tuned.get('verdict')}.",
+        f"{pct(precision)} and recall {pct(recall)} on held-out labelled answers written "
+        f"for the project, not SmolLM2's own; the rates below are not corrected for it). "
+        f"Verdict: base {base.get('verdict')}, tuned {tuned.get('verdict')}.",
         "",
         "| | base | tuned |",
         "| --- | --- | --- |",
@@ -173,10 +174,10 @@ def audit(f: dict) -> list[str]:
         own = row["risk_axis"]
         lines.append(
             f"| #{index} ({own.replace('_', '-')}) | "
-            f"{pct(_get(row, 'firing_rate', own), n=False)} | "
-            f"{pct(_get(other, 'firing_rate', own), n=False)} | "
-            f"{pct(_get(row, 'firing_rate', 'neutral'), n=False)} | "
-            f"{pct(_get(other, 'firing_rate', 'neutral'), n=False)} |"
+            f"{pct(_get(row, 'firing_rate', own))} | "
+            f"{pct(_get(other, 'firing_rate', own))} | "
+            f"{pct(_get(row, 'firing_rate', 'neutral'))} | "
+            f"{pct(_get(other, 'firing_rate', 'neutral'))} |"
         )
     return lines
 
@@ -187,8 +188,8 @@ def drift(f: dict) -> list[str]:
     rows = [
         f"| #{r['index']} ({r['risk_axis'].replace('_', '-')}) | {r['status']} | "
         f"{num(r.get('correlation'), 3, signed=False)} | "
-        f"{pct(r.get('old_own_axis_firing_rate'), n=False)} | "
-        f"{pct(r.get('new_own_axis_firing_rate'), n=False)} | "
+        f"{pct(r.get('old_own_axis_firing_rate'))} | "
+        f"{pct(r.get('new_own_axis_firing_rate'))} | "
         f"{num(r.get('own_axis_firing_rate_change'))} |"
         for r in d.get("features") or []
     ]

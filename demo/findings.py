@@ -276,6 +276,9 @@ def _intervention(run) -> dict | None:
             "add_detected": _deep(control, "add", "detected"),
             "ablate_risk": _deep(control, "ablate", "groups", "all_risk", "log_odds_change"),
             "ablate_detected": _deep(control, "ablate", "detected"),
+            # False: no candidate direction both induced and bypassed refusal on the selection
+            # prompts, so the control is the least bad one (None: fixed hook, or older evidence)
+            "direction_found": _deep(control, "direction", "selection", "found"),
         },
         "generations": report.get("generation_rates"),
         "judge": (report.get("judge") or {}).get("version"),

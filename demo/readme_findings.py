@@ -221,7 +221,8 @@ def intervention(f: dict) -> list[str]:
             f"controls' refusal log-odds by {num(control.get('add_controls'))} "
             f"({'seen' if control.get('add_detected') else 'not seen'}), ablating it moved the "
             f"risk prompts' by {num(control.get('ablate_risk'))} "
-            f"({'seen' if control.get('ablate_detected') else 'not seen'}).",
+            f"({'seen' if control.get('ablate_detected') else 'not seen'})."
+            + _no_direction(control),
         ]
         for point in item.get("dose_response") or []:
             risk, controls = point["risk"], point["controls"]
@@ -280,6 +281,15 @@ def num_plain(value) -> str:
 
 def _n(estimate: dict | None):
     return (estimate or {}).get("n")
+
+
+def _no_direction(control: dict) -> str:
+    if control.get("direction_found") is not False:
+        return ""
+    return (
+        " The direction search found no candidate that both raised refusal when added and "
+        "lowered it when ablated on the selection prompts: this control is the least bad one."
+    )
 
 
 def gate(f: dict) -> list[str]:

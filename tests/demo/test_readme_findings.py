@@ -46,3 +46,14 @@ def test_check_mode_fails_when_the_readme_differs_from_the_findings(tmp_path):
     changed = {**FINDINGS, "generated_at": "2027-01-01T00:00:00+00:00"}
     findings.write_text(json.dumps(changed))
     assert readme.main([str(findings), "--check", str(readme_file)]) == 1
+
+
+def test_a_control_whose_search_found_no_direction_is_said_to_be_the_least_bad_one():
+    def rendered(found):
+        findings = json.loads(json.dumps(FINDINGS))
+        findings["intervention"]["base"]["positive_control"]["direction_found"] = found
+        return readme.render(findings)
+
+    assert "least bad" in rendered(False)
+    assert "least bad" not in rendered(True)
+    assert "least bad" not in rendered(None)  # a fixed hook, or evidence from before the flag

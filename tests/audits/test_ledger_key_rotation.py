@@ -21,14 +21,6 @@ from tests.security.tampering import verify
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def keys(settings, tmp_path):
-    """This test's own checkpoint key and retired-keys file."""
-    settings.ASSAY_LEDGER_KEY_FILE = tmp_path / "keys" / "ledger-ed25519.pem"
-    settings.ASSAY_LEDGER_RETIRED_KEYS_FILE = tmp_path / "keys" / "ledger-retired-keys.json"
-    return settings
-
-
 def _events(personas, count: int = 2) -> None:
     """A few more ledger events (role changes)."""
     for _ in range(count):
@@ -77,10 +69,12 @@ def _write_retired(entries: list[dict]) -> None:
     ledger.write_retired_keys(entries)
 
 
-def test_rotation_keeps_every_old_checkpoint_verifying(personas, keys, tmp_path):
+def test_rotation_keeps_every_old_checkpoint_verifying(personas, ledger_key_files, tmp_path):
     _sign()
     old = ledger.server_key()
-    held = _held(tmp_path, "auditor.jsonl", *ledger.read_checkpoints(keys.ASSAY_CHECKPOINT_LOG))
+    held = _held(
+        tmp_path, "auditor.jsonl", *ledger.read_checkpoints(ledger_key_files.ASSAY_CHECKPOINT_LOG)
+    )
     _events(personas)
     _sign()
     assert verify("--checkpoint", str(held)) == "ok"
@@ -99,12 +93,12 @@ def test_rotation_keeps_every_old_checkpoint_verifying(personas, keys, tmp_path)
     assert _retired() == [
         {"key_id": _key_id(old), "public_key": statement["old_public_key"], **event.data}
     ]
-    assert stat.S_IMODE(keys.ASSAY_LEDGER_KEY_FILE.stat().st_mode) == 0o600
+    assert stat.S_IMODE(ledger_key_files.ASSAY_LEDGER_KEY_FILE.stat().st_mode) == 0o600
     # A last checkpoint by the old key at the handover, a first by the new key over the event.
     by_size = {p.tree_size: p.key_id for p in LedgerCheckpoint.objects.all()}
     assert by_size[event.seq - 1] == _key_id(old)
     assert by_size[event.seq] == _key_id(new)
-    log = ledger.read_checkpoints(keys.ASSAY_CHECKPOINT_LOG)
+    log = ledger.read_checkpoints(ledger_key_files.ASSAY_CHECKPOINT_LOG)
     assert {p["key_id"] for p in log} == {_key_id(old), _key_id(new)}
 
     # Old checkpoints (stored, the deployment's log, an auditor's saved file) still verify.
@@ -115,7 +109,7 @@ def test_rotation_keeps_every_old_checkpoint_verifying(personas, keys, tmp_path)
     assert LedgerCheckpoint.objects.latest("tree_size").key_id == _key_id(new)
 
 
-def test_rotating_twice_chains_three_keys(personas, keys, tmp_path):
+def test_rotating_twice_chains_three_keys(personas, ledger_key_files, tmp_path):
     _sign()
     first = ledger.server_key()
     _rotate()
@@ -143,7 +137,7 @@ def test_rotating_twice_chains_three_keys(personas, keys, tmp_path):
     assert f"only took over after {sizes[0]}" in verify("--checkpoint", str(held))
 
 
-def test_a_stolen_old_key_cannot_sign_past_the_rotation(personas, keys, tmp_path):
+def test_a_stolen_old_key_cannot_sign_past_the_rotation(personas, ledger_key_files, tmp_path):
     _sign()
     stolen = ledger.server_key()  # the thief copies the key file before the rotation
     _rotate()
@@ -170,13 +164,13 @@ def test_a_stolen_old_key_cannot_sign_past_the_rotation(personas, keys, tmp_path
     held = _held(tmp_path, "rewritten.jsonl", point)
     assert "no longer has the root signed" in verify("--checkpoint", str(held))
     # A stolen old key put back as the server's key signs nothing new.
-    ledger.write_private_key(keys.ASSAY_LEDGER_KEY_FILE, stolen)
+    ledger.write_private_key(ledger_key_files.ASSAY_LEDGER_KEY_FILE, stolen)
     with pytest.raises(ledger.LedgerIntegrityError, match="which was retired"):
         ledger.checkpoint()
     assert "the chain of rotations is broken" in verify()
 
 
-def test_a_key_slipped_into_the_retired_keys_file_is_refused(personas, keys, tmp_path):
+def test_a_key_slipped_into_the_retired_keys_file_is_refused(personas, ledger_key_files, tmp_path):
     """An insider with the key directory (even with the current private key) adds a key of
     their own as 'retired', to pass off checkpoints it signs: no rotation event says so."""
     _sign()
@@ -218,7 +212,9 @@ def test_a_key_slipped_into_the_retired_keys_file_is_refused(personas, keys, tmp
 
 
 @pytest.mark.parametrize("role", ["old", "new"])
-def test_a_rotation_statement_with_one_signature_changed_is_refused(personas, keys, role):
+def test_a_rotation_statement_with_one_signature_changed_is_refused(
+    personas, ledger_key_files, role
+):
     _sign()
     old = ledger.server_key()
     _rotate()
@@ -233,7 +229,7 @@ def test_a_rotation_statement_with_one_signature_changed_is_refused(personas, ke
     assert "is not the rotation ledger event" in message
 
 
-def test_a_widened_rotation_statement_is_refused(personas, keys, tmp_path):
+def test_a_widened_rotation_statement_is_refused(personas, ledger_key_files, tmp_path):
     """Raising the tree size the old key held (to pass off its later signatures) breaks both
     signatures, in the file and in the ledger alike."""
     _sign()
@@ -249,7 +245,7 @@ def test_a_widened_rotation_statement_is_refused(personas, keys, tmp_path):
     assert "is not the rotation ledger event" in message
 
 
-def test_the_retired_keys_file_must_hold_what_the_ledger_recorded(personas, keys):
+def test_the_retired_keys_file_must_hold_what_the_ledger_recorded(personas, ledger_key_files):
     _sign()
     _rotate()
     seq = AuditEvent.objects.get(verb="ledger.key_rotated").seq
@@ -259,17 +255,19 @@ def test_the_retired_keys_file_must_hold_what_the_ledger_recorded(personas, keys
     assert "the retired-keys file does not list it" in message
 
 
-def test_a_lost_key_file_after_a_rotation_is_not_replaced_silently(personas, keys):
+def test_a_lost_key_file_after_a_rotation_is_not_replaced_silently(personas, ledger_key_files):
     _sign()
     _rotate()
-    keys.ASSAY_LEDGER_KEY_FILE.unlink()
+    ledger_key_files.ASSAY_LEDGER_KEY_FILE.unlink()
     with pytest.raises(ledger.LedgerIntegrityError, match="restore the key file"):
         ledger.server_key()
 
 
-def test_a_failed_rotation_leaves_the_key_and_the_ledger_as_they_were(personas, keys, monkeypatch):
+def test_a_failed_rotation_leaves_the_key_and_the_ledger_as_they_were(
+    personas, ledger_key_files, monkeypatch
+):
     _sign()
-    before = keys.ASSAY_LEDGER_KEY_FILE.read_bytes()
+    before = ledger_key_files.ASSAY_LEDGER_KEY_FILE.read_bytes()
     size = ledger.tree_size()
 
     def fail(*args, **kwargs):
@@ -278,12 +276,12 @@ def test_a_failed_rotation_leaves_the_key_and_the_ledger_as_they_were(personas, 
     monkeypatch.setattr(ledger, "write_private_key", fail)
     with pytest.raises(OSError, match="disk full"):
         _rotate()
-    assert keys.ASSAY_LEDGER_KEY_FILE.read_bytes() == before
+    assert ledger_key_files.ASSAY_LEDGER_KEY_FILE.read_bytes() == before
     assert not ledger.retired_keys_path().exists()
     assert ledger.tree_size() == size
     assert verify() == "ok"
 
 
-def test_an_empty_ledger_has_nothing_to_hand_over(keys):
+def test_an_empty_ledger_has_nothing_to_hand_over(ledger_key_files):
     with pytest.raises(CommandError, match="the ledger is empty"):
         _rotate()

@@ -16,14 +16,6 @@ from audits.models import AuditEvent, LedgerCheckpoint
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def keys(settings, tmp_path):
-    """This test's own checkpoint key and retired-keys file."""
-    settings.ASSAY_LEDGER_KEY_FILE = tmp_path / "keys" / "ledger-ed25519.pem"
-    settings.ASSAY_LEDGER_RETIRED_KEYS_FILE = tmp_path / "keys" / "ledger-retired-keys.json"
-    return settings
-
-
 def _sign() -> LedgerCheckpoint:
     call_command("verify_ledger", stdout=io.StringIO())  # verifies, then signs a checkpoint
     return LedgerCheckpoint.objects.latest("tree_size")
@@ -63,7 +55,7 @@ def _private_material(key) -> list[str]:
 
 
 def test_each_listed_retired_key_verifies_the_checkpoints_it_signed_and_the_current_does_not(
-    personas, keys
+    personas, ledger_key_files
 ):
     private = []
     points = []
@@ -111,7 +103,7 @@ def _published_text(personas) -> str:
     return personas.client("auditor").get("/api/v1/ledger/public-key/").content.decode()
 
 
-def test_a_private_key_written_into_the_retired_keys_file_is_not_served(personas, keys):
+def test_a_private_key_written_into_the_retired_keys_file_is_not_served(personas, ledger_key_files):
     """An operator 'archives' the old private key in the retired-keys file: the endpoint serves
     only the named public fields of each entry."""
     _sign()
@@ -129,7 +121,9 @@ def test_a_private_key_written_into_the_retired_keys_file_is_not_served(personas
     assert "private" not in text
 
 
-def test_a_retired_key_the_chain_does_not_vouch_for_is_valid_for_nothing(personas, keys):
+def test_a_retired_key_the_chain_does_not_vouch_for_is_valid_for_nothing(
+    personas, ledger_key_files
+):
     _sign()
     _rotate(personas)
     entries = ledger.read_retired_keys()

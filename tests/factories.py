@@ -66,7 +66,7 @@ def build_tokenizer(*, chat_template: str | None = None):
     return fast
 
 
-def tiny_llama(vocab_size: int):
+def tiny_llama(vocab_size: int, *, max_position_embeddings: int = 64, **config_extra):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
@@ -76,10 +76,11 @@ def tiny_llama(vocab_size: int):
         num_hidden_layers=N_LAYERS,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=64,
+        max_position_embeddings=max_position_embeddings,
         pad_token_id=1,
         bos_token_id=2,
         eos_token_id=3,
+        **config_extra,
     )
     return LlamaForCausalLM(config)
 
@@ -597,28 +598,15 @@ def save_refusal_direction_model(
     with unit weights, attention, MLPs and unembedding are rotation-equivariant: the planted
     model rotated by a random orthogonal matrix gave the same figures to four digits), and on
     an axis "no component along d" is exactly 0.0 in float32, so the unplanted model carries
-    nothing at all along d rather than float rounding. The check's detection rule (an interval
-    on one side of 0, no minimum effect) does pick rounding up: the rotated unplanted model's
-    ablation arm was "detected" at -2.6e-6 [-4.3e-6, -9.5e-7].
+    nothing at all along d rather than float rounding. (Rounding alone once counted as detected:
+    the rotated unplanted model's ablation arm at -2.6e-6 [-4.3e-6, -9.5e-7]; the check's
+    min_control_effect now asks for more.)
     """
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     torch.manual_seed(seed)
     tokenizer = build_bpe_tokenizer_for("v2", vocab_size=2000)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=TINY_D_MODEL,
-        intermediate_size=64,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        pad_token_id=1,
-        bos_token_id=2,
-        eos_token_id=3,
-        tie_word_embeddings=False,
-    )
-    model = LlamaForCausalLM(config).eval()
+    model = tiny_llama(
+        len(tokenizer), max_position_embeddings=256, tie_word_embeddings=False
+    ).eval()
     axis = int(torch.randint(TINY_D_MODEL, ()))
     direction = torch.zeros(TINY_D_MODEL)
     direction[axis] = 1.0

@@ -315,6 +315,17 @@ def log_odds(logprobs: torch.Tensor, refusal: Sequence[bool]) -> torch.Tensor:
     )
 
 
+def _none_first(conditions: dict[str, Condition]) -> dict[str, Condition]:
+    """The unedited model first, so every batch's edits are compared with it."""
+    return {"none": no_edit, **{k: v for k, v in conditions.items() if k != "none"}}
+
+
+def _prompt_batches(loaded, prompts: Sequence[str], batch_size: int) -> Iterator[tuple]:
+    """(offset, left-padded encoding) per batch of ``batch_size`` prompts."""
+    for start in range(0, len(prompts), batch_size):
+        yield start, _left_padded(loaded, prompts[start : start + batch_size])
+
+
 def score_conditions(
     loaded,
     prompts: Sequence[str],
@@ -333,11 +344,10 @@ def score_conditions(
     if len(continuations) != len(refusal) or all(refusal) or not any(refusal):
         raise PermanentEngineError("Give refusal and compliance continuations, one flag each.")
     cont_ids = continuation_token_ids(loaded.tokenizer, continuations)
-    ordered = {"none": no_edit, **{k: v for k, v in conditions.items() if k != "none"}}
+    ordered = _none_first(conditions)
     results: dict[str, list[ContinuationScores]] = {name: [] for name in ordered}
     with torch.inference_mode():
-        for start in range(0, len(prompts), batch_size):
-            enc = _left_padded(loaded, prompts[start : start + batch_size])
+        for start, enc in _prompt_batches(loaded, prompts, batch_size):
             mask = enc["attention_mask"]
             base = None
             for name, condition in ordered.items():
@@ -381,11 +391,10 @@ def first_token_log_odds(
     direction search scores dozens of candidates, the evaluation then scores whole
     continuations."""
     ref, comp = first_tokens(loaded.tokenizer, continuations, refusal)
-    ordered = {"none": no_edit, **{k: v for k, v in conditions.items() if k != "none"}}
+    ordered = _none_first(conditions)
     results: dict[str, list[float]] = {name: [] for name in ordered}
     with torch.inference_mode():
-        for start in range(0, len(prompts), batch_size):
-            enc = _left_padded(loaded, prompts[start : start + batch_size])
+        for _, enc in _prompt_batches(loaded, prompts, batch_size):
             mask = enc["attention_mask"]
             for name, condition in ordered.items():
                 with condition():

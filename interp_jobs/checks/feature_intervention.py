@@ -732,14 +732,16 @@ def select_direction(context: Context, loaded, harmful: list[str], harmless: lis
         for offset in offsets
     }
     coefficient = params.control_coefficient
+    how = selection_score(loaded)
     induce = _mean_changes(
-        context, loaded, sel_l, candidates, lambda d: directions.adding(loaded, d, coefficient)
+        context, loaded, sel_l, candidates, lambda d: directions.adding(loaded, d, coefficient), how
     )
     bypass = _mean_changes(
-        context, loaded, sel_h, candidates, lambda d: directions.ablating(loaded, d)
+        context, loaded, sel_h, candidates, lambda d: directions.ablating(loaded, d), how
     )
     scores = {name: min(induce[name], -bypass[name]) for name in candidates}
     best = max(scores, key=lambda name: (scores[name], name))
+    found = scores[best] > 0
     hook, offset = best.rsplit("@", 1)
     table = [
         {"candidate": n, "induce": induce[n], "bypass": -bypass[n], "score": scores[n]}
@@ -749,7 +751,7 @@ def select_direction(context: Context, loaded, harmful: list[str], harmless: lis
         "rule": "max over candidates of min(rise on harmless when added, drop on harmful when "
         "ablated), mean changes of the refusal score on the selection half of the reference "
         "prompts; the evaluation scores whole continuations",
-        "score": SELECTION_SCORES[selection_score(loaded)],
+        "score": SELECTION_SCORES[how],
         "n_estimate": {"harmful": len(est_h), "harmless": len(est_l)},
         "n_select": {"harmful": len(sel_h), "harmless": len(sel_l)},
         "layers": layers,
@@ -757,9 +759,9 @@ def select_direction(context: Context, loaded, harmful: list[str], harmless: lis
         "chosen": best,
         # Arditi et al. keep only candidates that induce refusal; when none both induces and
         # bypasses it here, the chosen one is the least bad, and the evidence says so.
-        "found": scores[best] > 0,
+        "found": found,
         "note": ""
-        if scores[best] > 0
+        if found
         else "no candidate both raised the harmless prompts' "
         "refusal score when added and lowered the harmful prompts' when ablated on the selection "
         "prompts: the model may have no single refusal direction at these layers and positions",
@@ -791,9 +793,11 @@ def selection_score(loaded) -> str:
     return "first_token"
 
 
-def _mean_changes(context: Context, loaded, prompts: list[str], candidates: dict, apply) -> dict:
-    """Per candidate, the mean change of the refusal score (``selection_score``) over
-    ``prompts`` when ``apply(direction)`` is active."""
+def _mean_changes(
+    context: Context, loaded, prompts: list[str], candidates: dict, apply, how: str
+) -> dict:
+    """Per candidate, the mean change of the refusal score (``how``, from ``selection_score``)
+    over ``prompts`` when ``apply(direction)`` is active."""
     from interp_jobs.engine.analysis import interventions
 
     def condition(direction) -> interventions.Condition:
@@ -801,7 +805,7 @@ def _mean_changes(context: Context, loaded, prompts: list[str], candidates: dict
 
     conds = {name: condition(d) for name, d in candidates.items()}
     batch = context.parameters.batch_size
-    if selection_score(loaded) == "first_token":
+    if how == "first_token":
         scores = interventions.first_token_log_odds(
             loaded, prompts, CONTINUATION_TEXTS, CONTINUATION_FLAGS, conds, batch_size=batch
         )

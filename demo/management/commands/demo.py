@@ -36,7 +36,6 @@ def stop(process: subprocess.Popen, grace: float = 20.0) -> None:
 def quiet_libraries() -> None:
     """One line per stage: the libraries' own progress bars (GGUF de-quantizing, shard writing)
     and deprecation notices from merging the adapter in this process would bury them."""
-    import os
     import warnings
 
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from demo.policies import CIRCUIT_PROMPT
+from demo.policies import CIRCUIT_PROMPT, circuit_check
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_FINDINGS = ROOT / "var" / "demo" / "findings.json"
@@ -255,7 +255,8 @@ def circuit(f: dict) -> list[str]:
         f"{c.get('verdict')}): P(target) {num_plain(c.get('target_probability'))}; "
         f"{c.get('attributed_features')} of {c.get('active_features')} active features "
         f"attributed, {c.get('kept_features')} features and {c.get('kept_error_nodes')} error "
-        f"nodes kept; replacement score {num_plain(c.get('replacement'))} (policy bar 0.5"
+        f"nodes kept; replacement score {num_plain(c.get('replacement'))} (policy bar "
+        f"{REPLACEMENT_BAR:g}"
         f"{_through_errors(c.get('replacement'))}), completeness "
         f"{num_plain(c.get('completeness'))}. Validation on {c.get('family_prompts')} prompts "
         f"of the capitals family (each traced, its top features zeroed): rank correlation of "
@@ -267,6 +268,9 @@ def circuit(f: dict) -> list[str]:
         f'positive control ("the capital of the country where X is"): an intermediate-entity '
         f"feature path found in {pct(two_hop) if two_hop else 'n/a'} of the graphs.",
     ]
+
+
+REPLACEMENT_BAR = circuit_check(" Paris")["thresholds"]["min_replacement"]
 
 
 def _through_errors(replacement) -> str:

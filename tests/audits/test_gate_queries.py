@@ -1,5 +1,7 @@
 """The gate's cost per request: a fixed number of queries, whatever the number of checks and
-signed decisions (issue 14, item 5). Every fact is still read fresh on each request."""
+signed decisions (issue 14, item 5). Every fact is still read fresh on each request, or, on
+PostgreSQL, kept facts are used only after one query shows every row they came from unchanged
+(audits/gate_cache.py; its attacks: test_gate_cache.py)."""
 
 import pytest
 from django.db import connection
@@ -16,6 +18,31 @@ from tests.security.tampering import db_id, sql, triggers_bypassed
 # the release with its model version and policy, its check runs, its decisions with their keys
 # and reviewers, the reviewers' roles, and the release's ledger events.
 GATE_QUERIES = 6
+# On PostgreSQL the facts are kept per process with a fingerprint of the rows they came from
+# (audits/gate_cache.py). A release's first request reads the fingerprint and the facts in one
+# snapshot (BEGIN, SET TRANSACTION, the fingerprint, the facts, COMMIT); a request that finds
+# the fingerprint unchanged makes only the roles' query and the fingerprint's; one that finds
+# it changed reads it, then all of the first request's. Inside a caller's transaction (as in
+# most tests) nothing is kept: the fingerprint, then the facts.
+FINGERPRINT_QUERIES = 1
+SNAPSHOT_QUERIES = 3
+KEPT_FACTS_QUERIES = 2
+
+
+def cold_gate_queries() -> int:
+    """The queries of a release's first gate request in this process."""
+    if connection.vendor != "postgresql":
+        return GATE_QUERIES
+    if connection.in_atomic_block:
+        return GATE_QUERIES + FINGERPRINT_QUERIES
+    return GATE_QUERIES + SNAPSHOT_QUERIES + FINGERPRINT_QUERIES
+
+
+def changed_gate_queries() -> int:
+    """The queries of a gate request after a row the kept facts came from changed."""
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        return cold_gate_queries()
+    return FINGERPRINT_QUERIES + cold_gate_queries()
 
 
 def _release_with_checks(personas, model_version, count: int):
@@ -87,7 +114,21 @@ def test_the_gate_makes_the_same_few_queries_for_more_checks_and_decisions(perso
         entry for reason in large_answer["reasons"] for entry in reason.get("not_counted", [])
     ]
     assert any(entry["why"].startswith("stale: ") for entry in not_counted), large_answer
-    assert (small_queries, large_queries) == (GATE_QUERIES, GATE_QUERIES)
+    assert (small_queries, large_queries) == (cold_gate_queries(), cold_gate_queries())
+
+
+@pytest.mark.django_db(transaction=True)  # autocommit, as the gate endpoint runs
+def test_a_repeated_gate_request_on_postgresql_reads_one_fingerprint_instead_of_the_facts(
+    personas, model_version
+):
+    if connection.vendor != "postgresql":
+        pytest.skip("facts are kept only on PostgreSQL: run with DATABASE_URL=postgres://…")
+    release = _release_with_checks(personas, model_version, 6)
+    _four_decisions(personas, release)
+    first_queries, first = _gate_queries(personas, release)
+    again_queries, again = _gate_queries(personas, release)
+    assert (first_queries, again_queries) == (cold_gate_queries(), KEPT_FACTS_QUERIES)
+    assert again == first
 
 
 @pytest.mark.django_db

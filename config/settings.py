@@ -351,6 +351,11 @@ CELERY_BEAT_SCHEDULE["sweep-webhook-deliveries"] = {
     "schedule": 60.0,
     "options": {"queue": ASSAY_OPS_QUEUE},
 }
+CELERY_BEAT_SCHEDULE["purge-expired-tokens"] = {
+    "task": "operations.purge_expired_tokens",
+    "schedule": 3600.0,
+    "options": {"queue": ASSAY_OPS_QUEUE},
+}
 
 # Webhooks: deliveries are signed with each webhook's secret, kept encrypted under these keys
 # (Fernet keys, comma-separated, the first encrypts; unset: derived from ASSAY_SECRET_KEY).

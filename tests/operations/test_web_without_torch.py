@@ -81,7 +81,7 @@ SERVE = textwrap.dedent(
     from config.celery import app
     app.loader.import_default_modules()
     for name in ("operations.sweep_webhook_deliveries", "interp_jobs.sign_ledger_checkpoint",
-                 "interp_jobs.reconcile_check_runs"):
+                 "interp_jobs.reconcile_check_runs", "operations.purge_expired_tokens"):
         app.tasks[name].apply().get()
 
     loaded = sorted(m for m in set(sys.modules) - AT_START if m.split(".")[0] in BLOCKED)

@@ -83,3 +83,29 @@ def test_a_bar_on_the_lower_bound_is_stricter_than_on_the_value():
     assert bars.describe("refusal_rate", bars.Bar(at=0.9, on="lower95"), ">=") == (
         "refusal_rate.lower95 >= 0.9"
     )
+
+
+def test_a_rank_p_value_counts_the_draws_at_least_as_large_plus_one():
+    assert st.rank_p_value(5.0, [1.0] * 19)["p_value"] == pytest.approx(0.05)
+    assert st.rank_p_value(5.0, [1.0] * 18 + [5.0])["p_value"] == pytest.approx(0.10)
+    assert st.rank_p_value(0.0, [1.0] * 19)["p_value"] == 1.0
+    # with 9 draws even the largest statistic cannot reach 0.05
+    assert st.rank_p_value(1e9, [0.0] * 9)["p_value"] == pytest.approx(0.1)
+
+
+def test_a_paired_rate_difference_matches_newcombes_worked_example():
+    """Newcombe (1998), Statistics in Medicine 17:2635, method 10 on 36 / 12 / 2 / 0 pairs."""
+    after = [True] * 36 + [True] * 12 + [False] * 2
+    before = [True] * 36 + [False] * 12 + [True] * 2
+    estimate = st.paired_rate_difference(after, before)
+    assert estimate.value == pytest.approx(0.2)
+    assert (estimate.lower95, estimate.upper95) == pytest.approx((0.0569, 0.3404), abs=1e-4)
+
+
+def test_no_change_in_a_few_pairs_is_not_an_interval_of_zero_width():
+    """A bootstrap of eight unchanged pairs gives 0 [0, 0]; eight pairs cannot rule out a
+    change of a third either way."""
+    estimate = st.paired_rate_difference([False] * 8, [False] * 8)
+    assert estimate.value == 0
+    assert estimate.lower95 < -0.3
+    assert estimate.upper95 > 0.3

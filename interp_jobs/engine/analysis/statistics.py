@@ -159,6 +159,34 @@ def rate_difference(a_hits: Any, b_hits: Any, *, seed: int = 0) -> Estimate:
     )
 
 
+def paired_rate_difference(after: Sequence[bool], before: Sequence[bool]) -> Estimate:
+    """rate(after) - rate(before) on the same items, with Newcombe's (1998) method 10 interval
+    (Wilson intervals of both rates, combined with the pairs' correlation). A bootstrap of the
+    paired differences collapses to [0, 0] when no item changed (0 of 8 changed is not "no
+    change is possible"); this interval stays honest at small n."""
+    pairs = list(zip(after, before, strict=True))
+    n = len(pairs)
+    if not n:
+        return Estimate(float("nan"), float("nan"), float("nan"), 0, "newcombe-paired")
+    both = sum(1 for a, b in pairs if a and b)
+    gained = sum(1 for a, b in pairs if a and not b)
+    lost = sum(1 for a, b in pairs if b and not a)
+    neither = n - both - gained - lost
+    p1, p2 = (both + gained) / n, (both + lost) / n
+    l1, u1 = wilson(both + gained, n)
+    l2, u2 = wilson(both + lost, n)
+    spread = (both + gained) * (lost + neither) * (both + lost) * (gained + neither)
+    phi = (both * neither - gained * lost) / math.sqrt(spread) if spread else 0.0
+    theta = p1 - p2
+    low = theta - math.sqrt(
+        max((p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2, 0)
+    )
+    high = theta + math.sqrt(
+        max((u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2, 0)
+    )
+    return Estimate(theta, max(low, -1.0), min(high, 1.0), n, "newcombe-paired")
+
+
 def _percentiles(draws: Sequence[float]) -> tuple[float, float]:
     finite = np.asarray([d for d in draws if math.isfinite(d)], float)
     if not len(finite):
@@ -244,6 +272,21 @@ def permutation_p_value(
         "n_permutations": len(null),
         "exact": exact,
         "null_mean": float(np.mean(null)),
+    }
+
+
+def rank_p_value(observed: float, null: Sequence[float]) -> dict:
+    """One-sided Monte Carlo p-value that ``observed`` is this large by chance, given values of
+    the same statistic under ``len(null)`` random draws: (1 + #{null >= observed}) / (1 + n).
+    Its smallest value is 1 / (n + 1), so a bar of 0.05 needs at least 19 draws."""
+    values = np.asarray(list(null), float)
+    exceed = int(np.sum(values >= observed - 1e-12))
+    return {
+        "statistic": float(observed),
+        "p_value": (1 + exceed) / (1 + len(values)),
+        "n_draws": len(values),
+        "null_median": float(np.median(values)) if len(values) else None,
+        "null_max": float(values.max()) if len(values) else None,
     }
 
 

@@ -49,9 +49,12 @@ def _lens_review(release) -> Any:
     )
 
 
-def collect(baseline, release, *, timings: list[dict] | None = None) -> dict:
+def collect(
+    baseline, release, *, timings: list[dict] | None = None, adapter_record: dict | None = None
+) -> dict:
     """The findings of one demo run: ``baseline`` is the base version's evaluation,
-    ``release`` the tuned version's release."""
+    ``release`` the tuned version's release; ``adapter_record`` the training record of the
+    adapter merged into it, when it is not the shipped one (--adapter, or trained here)."""
     from audits import gate, queries
     from interp_jobs.engine.reproducibility import numerical_environment
     from interp_jobs.worker.runner import library_versions
@@ -63,7 +66,7 @@ def collect(baseline, release, *, timings: list[dict] | None = None) -> dict:
     return {
         "schema": SCHEMA,
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "models": _models(baseline, release),
+        "models": _models(baseline, release, adapter_record),
         "lens": _fidelity(review_runs.get("lens-fidelity"), runs["tuned"].get("lens-fidelity")),
         "discovery": _discovery(review_runs),
         "catalog": _catalog(baseline),
@@ -94,6 +97,7 @@ def _check_record(run) -> dict:
         "blocking": run.required_check.blocking,
         "manifest_digest": run.manifest_digest,
         "seconds": _seconds(run),
+        "error": run.error or None,  # why an errored run has no verdict
     }
 
 
@@ -108,26 +112,29 @@ def _metrics_of(run) -> dict | None:
     return None if run is None else {"verdict": run.verdict, **(run.metrics or {})}
 
 
-def _models(baseline, release) -> dict:
+def _models(baseline, release, given: dict | None = None) -> dict:
     from demo import tuning
 
     tuned = release.model_version
     adapter_record = None
     marker = Path(tuned.source_path) / "assay-merge.json"
-    if marker.is_file() and tuning.SHIPPED_ADAPTER.is_dir():
+    merged = json.loads(marker.read_text()).get("adapter_digest") if marker.is_file() else None
+    if merged and tuning.SHIPPED_ADAPTER.is_dir():
         record = json.loads((tuning.SHIPPED_ADAPTER / "training.json").read_text())
-        if json.loads(marker.read_text()).get("adapter_digest") == record["adapter_digest"]:
-            adapter_record = _adapter_summary(record)
+        if merged == record["adapter_digest"]:
+            adapter_record = _adapter_summary(record, tuning.SHIPPED_ADAPTER)
+    if adapter_record is None and given and merged == given.get("adapter_digest"):
+        adapter_record = _adapter_summary(given)  # not shipped: its size is not ours to state
     return {
         "base": _version(baseline.model_version),
         "tuned": {**_version(tuned), "adapter": adapter_record},
     }
 
 
-def _adapter_summary(record: dict) -> dict:
+def _adapter_summary(record: dict, directory: Path | None = None) -> dict:
     from demo import tuning
 
-    size = sum((tuning.SHIPPED_ADAPTER / name).stat().st_size for name in record["files"])
+    size = sum((directory / name).stat().st_size for name in record["files"]) if directory else None
     return {
         "digest": record["adapter_digest"],
         "size_bytes": size,

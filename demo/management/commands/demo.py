@@ -228,6 +228,7 @@ class Command(BaseCommand):
         else:
             made = tuning.train_and_merge(model, store)
         self.stages.note(made.note)
+        self.adapter_record = made.record  # into findings.json (the shipped one is found there)
         return made.model
 
     @staticmethod
@@ -291,7 +292,9 @@ class Command(BaseCommand):
         from demo import findings
 
         path = flow.demo_dir() / "findings.json"
-        made = findings.collect(baseline, release, timings=self.stages.records)
+        made = findings.collect(
+            baseline, release, timings=self.stages.records, adapter_record=self.adapter_record
+        )
         findings.write(made, path)
         self.stdout.write(f"Findings written to {path} (python -m demo.readme_findings {path})")
 

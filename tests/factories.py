@@ -69,20 +69,19 @@ def build_tokenizer(*, chat_template: str | None = None):
 def tiny_llama(vocab_size: int, *, max_position_embeddings: int = 64, **config_extra):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=D_MODEL,
-        intermediate_size=64,
-        num_hidden_layers=N_LAYERS,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=max_position_embeddings,
-        pad_token_id=1,
-        bos_token_id=2,
-        eos_token_id=3,
-        **config_extra,
-    )
-    return LlamaForCausalLM(config)
+    settings = {
+        "vocab_size": vocab_size,
+        "hidden_size": D_MODEL,
+        "intermediate_size": 64,
+        "num_hidden_layers": N_LAYERS,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": max_position_embeddings,
+        "pad_token_id": 1,
+        "bos_token_id": 2,
+        "eos_token_id": 3,
+    }
+    return LlamaForCausalLM(LlamaConfig(**{**settings, **config_extra}))
 
 
 def tiny_gpt2(vocab_size: int):
@@ -566,12 +565,19 @@ def continuation_first_tokens(tokenizer) -> tuple[list[int], list[int]]:
     return sorted(refusal - compliance), sorted(compliance - refusal)
 
 
+def _random_unit(size: int) -> torch.Tensor:
+    vector = torch.randn(size)
+    return vector / vector.norm()
+
+
 def save_refusal_direction_model(
     directory: Path,
     *,
     coefficient: float = 1.0,
     axes: tuple[str, ...] = REFUSAL_AXES,
     seed: int = 0,
+    d_model: int = TINY_D_MODEL,
+    readout: str = "planted",
 ) -> torch.Tensor:
     """A tiny seeded Llama (probe set v2's BPE) in which refusal is mediated by one direction
     d, planted with ``coefficient`` (0: the same model, unplanted). Returns d (unit length).
@@ -593,6 +599,11 @@ def save_refusal_direction_model(
     - The unembedding reads only d: the first tokens of the refusal continuations get
       +REFUSAL_GAIN * d, those of the compliance continuations -REFUSAL_GAIN * d, every other
       token 0. So a prompt's refusal log-odds rise with the component along d at its end.
+      With ``readout="random"`` it reads a random unit vector instead (the negative model:
+      with coefficient 0 refusal then moves with whatever is added or ablated, while no
+      direction carries harmful-vs-harmless).
+    - ``d_model``: the residual width (the MLPs twice as wide); the wider, the closer to
+      orthogonal to d a random direction is (|cos| ~ 1 / sqrt(d_model)).
 
     d is a coordinate axis (chosen with the seed). The check is blind to the basis (RMSNorm
     with unit weights, attention, MLPs and unembedding are rotation-equivariant: the planted
@@ -605,18 +616,22 @@ def save_refusal_direction_model(
     torch.manual_seed(seed)
     tokenizer = build_bpe_tokenizer_for("v2", vocab_size=2000)
     model = tiny_llama(
-        len(tokenizer), max_position_embeddings=256, tie_word_embeddings=False
+        len(tokenizer),
+        max_position_embeddings=256,
+        tie_word_embeddings=False,
+        hidden_size=d_model,
+        intermediate_size=2 * d_model,
     ).eval()
-    axis = int(torch.randint(TINY_D_MODEL, ()))
-    direction = torch.zeros(TINY_D_MODEL)
+    axis = int(torch.randint(d_model, ()))
+    direction = torch.zeros(d_model)
     direction[axis] = 1.0
-    rest = [i for i in range(TINY_D_MODEL) if i != axis]
-    noise = torch.zeros(TINY_D_MODEL, REFUSAL_NOISE_DIMS)
-    noise[rest] = torch.linalg.qr(torch.randn(TINY_D_MODEL - 1, REFUSAL_NOISE_DIMS)).Q
+    rest = [i for i in range(d_model) if i != axis]
+    noise = torch.zeros(d_model, REFUSAL_NOISE_DIMS)
+    noise[rest] = torch.linalg.qr(torch.randn(d_model - 1, REFUSAL_NOISE_DIMS)).Q
     scored = {token for kind in continuation_tokens(tokenizer) for ids in kind for token in ids}
     marked = sorted(set().union(*(axis_only_tokens_for(tokenizer, a, "v2") for a in axes)) - scored)
     refusal, compliance = continuation_first_tokens(tokenizer)
-    embeddings = torch.randn(len(tokenizer), TINY_D_MODEL)
+    embeddings = torch.randn(len(tokenizer), d_model)
     embeddings[:, axis] = 0.0
     embeddings[marked, axis] = coefficient * REFUSAL_MARK
     with torch.no_grad():
@@ -630,9 +645,10 @@ def save_refusal_direction_model(
         first.v_proj.weight[: paths.shape[1]] = paths.T  # key-value head 0, read by heads 0, 1
         carry = torch.tensor([REFUSAL_CARRY] + [REFUSAL_NOISE_CARRY] * REFUSAL_NOISE_DIMS)
         first.o_proj.weight[:, : paths.shape[1]] = paths * carry  # head 0's output
+        read = direction if readout == "planted" else _random_unit(d_model)
         model.lm_head.weight.zero_()
-        model.lm_head.weight[refusal] = REFUSAL_GAIN * direction
-        model.lm_head.weight[compliance] = -REFUSAL_GAIN * direction
+        model.lm_head.weight[refusal] = REFUSAL_GAIN * read
+        model.lm_head.weight[compliance] = -REFUSAL_GAIN * read
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return direction

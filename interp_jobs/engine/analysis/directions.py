@@ -115,3 +115,19 @@ def ablating(loaded, direction: Direction) -> Iterator[None]:
         for hook in ablation_hooks(loaded.n_layers):
             stack.enter_context(replace_activation(loaded, hook, project_out))
         yield
+
+
+def random_directions(direction, count: int, seed: int) -> list[Direction]:
+    """``count`` directions drawn uniformly on the sphere, each with ``direction``'s norm and at
+    its hook: the positive control's null (would any vector of that size at that layer do what
+    the refusal direction does?). Drawn in float64 on the CPU so the draws do not depend on the
+    device."""
+    generator = torch.Generator().manual_seed(seed)
+    vector = direction.vector
+    norm = float(vector.norm())
+    draws = []
+    for _ in range(count):
+        v = torch.randn(vector.shape[-1], generator=generator, dtype=torch.float64)
+        scaled = (v * (norm / float(v.norm()))).to(device=vector.device, dtype=vector.dtype)
+        draws.append(Direction(direction.hook, scaled, 0, 0))
+    return draws

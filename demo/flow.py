@@ -164,12 +164,24 @@ def confirm_top_proposals(lens: Lens, reviewer: User) -> list[CatalogFeature]:
 
 
 def _label(feature: CatalogFeature) -> str:
+    """The name quotes the held-out AUROC (confirmation split, with its interval): the
+    discovery split's figure is the best of 4096 features on the prompts they were ranked on,
+    so it overstates how well the feature separates new prompts."""
     contexts = feature.evidence.get("contexts") or [{}]
     peak = (contexts[0].get("token") or "").strip() or "?"
+    words = _auroc_words(feature)
+    label = f"{feature.risk_axis} #{feature.index}: peaks on '{peak}' ({words}; demo confirmation)"
+    return label[:200]
+
+
+def _auroc_words(feature: CatalogFeature) -> str:
+    held = (feature.evidence.get("confirmation") or {}).get("auroc") or {}
+    if held.get("value") is None:
+        return f"AUROC {feature.evidence.get('auroc', 0):.2f} in sample, not confirmed held out"
     return (
-        f"{feature.risk_axis} #{feature.index}: peaks on '{peak}' "
-        f"(AUROC {feature.evidence.get('auroc', 0):.2f}; demo confirmation)"
-    )[:200]
+        f"held-out AUROC {held['value']:.2f} [{held['lower95']:.2f}, {held['upper95']:.2f}], "
+        f"n = {held.get('n')}"
+    )
 
 
 def wait_for(

@@ -38,7 +38,8 @@ def _proposals(report: dict) -> list[dict]:
         {
             "index": row["feature"],
             "risk_axis": report["axis"],
-            "label": f"{report['axis']} candidate (AUROC {row['auroc']:.2f}); to be named",
+            "label": f"{report['axis']} candidate (AUROC {row['auroc']:.2f} on the prompts it "
+            "was ranked on); to be named",
             "evidence": {k: row[k] for k in row if k != "contexts"}
             | {"contexts": row.get("contexts", [])[:3]},
         }

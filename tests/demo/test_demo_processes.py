@@ -42,3 +42,24 @@ def test_stop_reaches_the_whole_process_group_even_when_sigterm_is_ignored():
     while _alive(child) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(child)
+
+
+def test_the_demo_silences_the_gguf_loaders_progress_bar():
+    """transformers' GGUF loader draws a plain tqdm bar (not the Hub's), which once filled the
+    demo's "tuned version" line on a fresh machine."""
+    script = (
+        "import django, os\n"
+        "os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'config.settings')\n"
+        "django.setup()\n"
+        "from demo.management.commands.demo import quiet_libraries\n"
+        "quiet_libraries()\n"
+        "from tqdm.auto import tqdm\n"
+        "print(tqdm(range(3), desc='Converting and de-quantizing GGUF tensors...').disable)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TQDM_")}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "True"
+    assert "de-quantizing" not in done.stderr

@@ -39,6 +39,9 @@ def quiet_libraries() -> None:
     import warnings
 
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    # transformers' GGUF loader draws a plain tqdm bar that ignores the flag above; tqdm reads
+    # TQDM_* when it is first imported, which in this process is later (merging the adapter).
+    os.environ.setdefault("TQDM_DISABLE", "1")
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
     with contextlib.suppress(ImportError):
         from transformers.utils import logging as hf_logging

@@ -286,9 +286,27 @@ def _intervention(run) -> dict | None:
             # False: no candidate direction both induced and bypassed refusal on the selection
             # prompts, so the control is the least bad one (None: fixed hook, or older evidence)
             "direction_found": _deep(control, "direction", "selection", "found"),
+            "alpha": control.get("alpha"),
+            "arms": {arm: _control_arm(control.get(arm)) for arm in ("add", "ablate")},
         },
         "generations": report.get("generation_rates"),
         "judge": (report.get("judge") or {}).get("version"),
+    }
+
+
+def _control_arm(arm: dict | None) -> dict | None:
+    """What decided one arm of the positive control: its change, its rank p-value against the
+    random directions, and how much refusal there was to move."""
+    if not arm or "null" not in arm:
+        return None  # evidence from before the random-direction null
+    null = arm.get("null") or {}
+    return {
+        "refusal_share_before": (arm.get("room") or {}).get("refusal_share_before"),
+        "change": arm.get("change"),
+        "p_value": null.get("p_value"),
+        "n_draws": null.get("n_draws"),
+        "detected": arm.get("detected"),
+        "reason": arm.get("reason"),
     }
 
 

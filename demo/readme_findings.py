@@ -217,11 +217,8 @@ def intervention(f: dict) -> list[str]:
         axis_names = ", ".join(item.get("axes") or ["risk"])
         lines += [
             f"- {version}: {item.get('replacement')}; verdict {item.get('verdict')}. Positive "
-            f"control (refusal direction at `{control.get('hook')}`): adding it moved the "
-            f"controls' refusal log-odds by {num(control.get('add_controls'))} "
-            f"({'seen' if control.get('add_detected') else 'not seen'}), ablating it moved the "
-            f"risk prompts' by {num(control.get('ablate_risk'))} "
-            f"({'seen' if control.get('ablate_detected') else 'not seen'})."
+            f"control (refusal direction at `{control.get('hook')}`): "
+            + _control_arms(control)
             + _no_direction(control),
         ]
         for point in item.get("dose_response") or []:
@@ -285,6 +282,29 @@ def num_plain(value) -> str:
 
 def _n(estimate: dict | None):
     return (estimate or {}).get("n")
+
+
+def _control_arms(control: dict) -> str:
+    arms = control.get("arms") or {}
+    if not arms.get("add") or not arms.get("ablate"):  # findings from before the null
+        return (
+            f"adding it moved the controls' refusal log-odds by "
+            f"{num(control.get('add_controls'))} "
+            f"({'seen' if control.get('add_detected') else 'not seen'}), ablating it moved the "
+            f"risk prompts' by {num(control.get('ablate_risk'))} "
+            f"({'seen' if control.get('ablate_detected') else 'not seen'})."
+        )
+    parts = []
+    draws = arms["add"].get("n_draws") or arms["ablate"].get("n_draws")
+    null = f"against {draws} random directions of its norm at its hook"
+    for arm, verb, group in (("add", "adding", "controls"), ("ablate", "ablating", "risk prompts")):
+        a = arms[arm]
+        p = "" if a.get("p_value") is None else f", p = {a['p_value']:.2f} {null}"
+        seen = "seen" if a.get("detected") else f"not seen: {a.get('reason')}"
+        parts.append(
+            f"{verb} it moved the {group}' refusal log-odds by {num(a.get('change'))}{p} ({seen})"
+        )
+    return "; ".join(parts) + "."
 
 
 def _no_direction(control: dict) -> str:

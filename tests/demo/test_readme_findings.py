@@ -57,3 +57,32 @@ def test_a_control_whose_search_found_no_direction_is_said_to_be_the_least_bad_o
     assert "least bad" in rendered(False)
     assert "least bad" not in rendered(True)
     assert "least bad" not in rendered(None)  # a fixed hook, or evidence from before the flag
+
+
+def test_each_control_arm_states_its_p_value_against_random_directions_and_why():
+    findings = json.loads(json.dumps(FINDINGS))
+    control = findings["intervention"]["base"]["positive_control"]
+    control["arms"] = {
+        "add": {
+            "refusal_share_before": 0.2,
+            "change": EFFECT,
+            "p_value": 0.05,
+            "n_draws": 19,
+            "detected": True,
+            "reason": "seen",
+        },
+        "ablate": {
+            "refusal_share_before": 0.01,
+            "change": EFFECT,
+            "p_value": 0.4,
+            "n_draws": 19,
+            "detected": False,
+            "reason": "it does not beat 19 random directions",
+        },
+    }
+    text = readme.render(findings)
+    assert (
+        "controls' refusal log-odds by -0.40 [-0.90, -0.05], p = 0.05 against 19 random "
+        "directions of its norm at its hook (seen)" in text
+    )
+    assert "(not seen: it does not beat 19 random directions)" in text

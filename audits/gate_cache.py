@@ -190,7 +190,8 @@ def _server_bound_cursor():
     return connection.make_cursor(raw)  # type: ignore[arg-type]
 
 
-# Every row queries.gate_facts and the gate view read, each as (tag, id, xmin, ctid): the
+# Every row queries.gate_facts and the gate view read, each as (tag, id, xmin, ctid), written
+# as a row literal so that no id (a reviewer's key id is free text) can pass for two fields: the
 # release, its model version and policy; its check runs and their required checks; its
 # decisions, their keys, reviewers, the reviewers' group memberships and groups; the release's
 # release.opened event (which bounds the account events read, so a change to it shows in their
@@ -236,8 +237,7 @@ WITH release AS (
 )
 SELECT EXISTS (SELECT 1 FROM release),
        encode(sha256(convert_to(
-           string_agg(tag || ' ' || id || ' ' || xmin::text || ' ' || ctid::text, ','
-                      ORDER BY tag, id, ctid),
+           string_agg(ROW(tag, id, xmin, ctid)::text, ',' ORDER BY tag, id, ctid),
            'UTF8')), 'hex')
 FROM versions
 """

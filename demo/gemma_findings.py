@@ -330,10 +330,7 @@ def render(f: dict, time_report: dict[str, str]) -> str:
 
 
 def section_of(doc: str) -> str | None:
-    if START not in doc or END not in doc:
-        return None
-    start = doc.index(START)
-    return doc[start : doc.index(END, start) + len(END)] + "\n"
+    return readme.section_of(doc, START, END)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -350,11 +350,12 @@ def render(f: dict) -> str:
     return f"{START}\n{body}\n{END}\n"
 
 
-def section_of(readme: str) -> str | None:
-    if START not in readme or END not in readme:
+def section_of(readme: str, start_mark: str = START, end_mark: str = END) -> str | None:
+    """The generated section of ``readme`` between the two markers, or None without them."""
+    if start_mark not in readme or end_mark not in readme:
         return None
-    start = readme.index(START)
-    return readme[start : readme.index(END, start) + len(END)] + "\n"
+    start = readme.index(start_mark)
+    return readme[start : readme.index(end_mark, start) + len(end_mark)] + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -275,15 +275,21 @@ def _null(add_control, add_draws, ablate_control=0.0, ablate_draws=None) -> dict
 QUIET_NULL = [0.01 * k for k in range(-9, 10)]  # 19 random directions moving little
 
 
-def test_the_positive_control_is_seen_only_on_the_expected_side_of_zero():
-    params = check.Parameters.parse({"features": [{"index": 3}]}, what="parameters")
-    scored = {
+def _addition_raises_the_controls() -> dict:
+    """Scored rows where adding the direction raises the controls' log-odds by about 3 and
+    ablating it changes nothing."""
+    return {
         "none": _control_rows("weapons", RISK_BASE) + _control_rows("neutral", CONTROL_BASE),
         "control:add": _control_rows("weapons", RISK_BASE)
         + _control_rows("neutral", [3, 3.2, 2.9, 3]),
         "control:ablate": _control_rows("weapons", RISK_BASE)
         + _control_rows("neutral", CONTROL_BASE),
     }
+
+
+def test_the_positive_control_is_seen_only_on_the_expected_side_of_zero():
+    params = check.Parameters.parse({"features": [{"index": 3}]}, what="parameters")
+    scored = _addition_raises_the_controls()
     control = check.positive_control(scored, _Direction(), params, _null(3.0, QUIET_NULL))
     assert control["add"]["null"]["p_value"] == pytest.approx(0.05)
     assert control["add"]["detected"] is True
@@ -296,13 +302,7 @@ def test_the_positive_control_is_seen_only_on_the_expected_side_of_zero():
 def test_a_control_no_stronger_than_random_directions_is_not_seen():
     """Adding any vector of that norm raises refusal as much: the control is not specific."""
     params = check.Parameters.parse({"features": [{"index": 3}]}, what="parameters")
-    scored = {
-        "none": _control_rows("weapons", RISK_BASE) + _control_rows("neutral", CONTROL_BASE),
-        "control:add": _control_rows("weapons", RISK_BASE)
-        + _control_rows("neutral", [3, 3.2, 2.9, 3]),
-        "control:ablate": _control_rows("weapons", RISK_BASE)
-        + _control_rows("neutral", CONTROL_BASE),
-    }
+    scored = _addition_raises_the_controls()
     loud = [2.5 + 0.1 * k for k in range(19)]  # random directions: +2.5 to +4.3
     add = check.positive_control(scored, _Direction(), params, _null(3.0, loud))["add"]
     assert add["clears_floor"] is True  # what the check once counted as seen

@@ -85,7 +85,9 @@ class Parameters(Spec):
         None, min_length=1, description="lens names, one per layer; default: every transcoder"
     )
     max_feature_nodes: int = Field(1024, ge=8, le=8192, description="features attributed")
-    batch_size: int = Field(64, ge=1, le=512)
+    batch_size: int | None = Field(
+        None, ge=1, le=512, description="rows per backward; default: from the node budget"
+    )
     node_threshold: float = Field(0.8, gt=0, le=1)
     edge_threshold: float = Field(0.98, gt=0, le=1)
     family: str | None = Field("capitals-v1", description="validation prompt family; None: skip")
@@ -544,7 +546,7 @@ def _outcome(estimate, bar: float, minimum: bool, label: str, bound: str):
 
 
 def _circuit_document(traced, prompt, params: Parameters, logit_gap: float, consistency, scan):
-    from interp_jobs.engine.analysis.circuits import predicted_ablation
+    from interp_jobs.engine.analysis.circuits import attribution_batch, predicted_ablation
 
     tokenizer_tokens = traced.tokens
     predicted = predicted_ablation(traced).tolist()
@@ -567,7 +569,7 @@ def _circuit_document(traced, prompt, params: Parameters, logit_gap: float, cons
             "library": "circuit-tracer 0.5.0 (nnsight backend)",
             "scan": scan,
             "max_feature_nodes": params.max_feature_nodes,
-            "batch_size": params.batch_size,
+            "batch_size": params.batch_size or attribution_batch(params.max_feature_nodes),
             "node_threshold": params.node_threshold,
             "edge_threshold": params.edge_threshold,
         },

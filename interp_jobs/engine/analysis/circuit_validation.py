@@ -54,7 +54,7 @@ def _ignore(fraction: float, stage: str) -> None:
 class ValidationSettings:
     top_nodes: int = 5
     feature_nodes: int = 128  # attribution budget per family prompt
-    batch_size: int = 64
+    batch_size: int | None = None  # None: circuits.attribution_batch(feature_nodes)
     node_threshold: float = 0.8
     edge_threshold: float = 0.98
     control_activation_ratio: float = 2.0

@@ -230,6 +230,12 @@ def intervention(f: dict) -> list[str]:
                 f"{num(risk.get('beyond_null'))}; n = {risk.get('n_prompts')}), KL on neutral "
                 f"controls {num(controls.get('kl_answer_start'), 3, signed=False)} nats"
             )
+    if not _get(f, "intervention", "base"):
+        lines.append(
+            "- base: not intervened on. It refuses none of the risk prompts (behaviour above), "
+            "so an intervention read by refusal log-odds, and its positive control, have "
+            "nothing there to move."
+        )
     return [
         "**Interventions** (`feature_intervention` on the confirmed catalog features of one "
         "risk axis; refusal vs "

@@ -86,3 +86,12 @@ def test_each_control_arm_states_its_p_value_against_random_directions_and_why()
         "directions of its norm at its hook (seen)" in text
     )
     assert "(not seen: it does not beat 19 random directions)" in text
+
+
+def test_a_version_without_an_intervention_check_says_why_instead_of_leaving_a_gap():
+    findings = json.loads(json.dumps(FINDINGS))
+    findings["intervention"] = {"base": None, "tuned": findings["intervention"]["base"]}
+    text = readme.render(findings)
+    assert "- base: not intervened on" in text
+    assert "- tuned: zero ablation" in text
+    assert "not intervened on" not in readme.render(FINDINGS)

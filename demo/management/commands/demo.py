@@ -141,7 +141,7 @@ class Command(BaseCommand):
         baseline_policy = flow.ensure_policy(
             admin, demo_policies.FRONTIER_BASELINE, demo_policies.baseline_checks(axis)
         )
-        with stage("baseline checks", "behaviour, audit, interventions on the base version"):
+        with stage("baseline checks", "behaviour and audit on the base version"):
             baseline = self._release(
                 parent, baseline_policy, submitter, options["timeout"], Release.Purpose.EVALUATION
             )

@@ -141,6 +141,26 @@ def test_traces_every_layer_and_validates_the_graph_by_interventions(context):
     assert result.provenance["versions"]["circuit-tracer"] == "0.5.0"
 
 
+def test_the_evidence_states_the_batch_each_graph_was_attributed_with(context):
+    """The batch changes the graph a little (circuit-tracer re-ranks features every four
+    batches), so the evidence says which one each graph used: chosen from the node budget
+    unless the policy sets one."""
+    from interp_jobs.engine.analysis.circuits import attribution_batch
+
+    def method(**parameters):
+        result = circuit_trace.run(context(THRESHOLDS, two_hop_family=None, **parameters))
+        return json.loads(artifact(result, "circuit.json"))["method"]
+
+    chosen = method(max_feature_nodes=256, family_feature_nodes=64)
+    assert (chosen["batch_size"], chosen["family_batch_size"]) == (
+        attribution_batch(256),
+        attribution_batch(64),
+    )
+    assert attribution_batch(256) != attribution_batch(64)
+    fixed = method(max_feature_nodes=256, family_feature_nodes=64, batch_size=5)
+    assert (fixed["batch_size"], fixed["family_batch_size"]) == (5, 5)
+
+
 def test_same_inputs_give_byte_identical_evidence(context):
     first = circuit_trace.run(context(THRESHOLDS, n_family_prompts=3, two_hop_family=None))
     second = circuit_trace.run(context(THRESHOLDS, n_family_prompts=3, two_hop_family=None))

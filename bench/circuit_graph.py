@@ -84,7 +84,7 @@ def setup(args):
     target, note = _target(loaded.tokenizer)
     defaults = check.Parameters.parse({"prompt": PROMPT, "target": TARGET}, what="parameters")
     budget = args.max_feature_nodes or defaults.max_feature_nodes
-    batch = args.batch_size or defaults.batch_size or circuits.attribution_batch(budget)
+    batch = circuits.attribution_batch(budget, args.batch_size or defaults.batch_size)
     embeds = loaded.model.get_input_embeddings()(tokens[None].to(loaded.device)).detach()
     torch.manual_seed(0)
     return {

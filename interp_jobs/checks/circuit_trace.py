@@ -569,10 +569,9 @@ def _circuit_document(traced, prompt, params: Parameters, logit_gap: float, cons
             "library": "circuit-tracer 0.5.0 (nnsight backend)",
             "scan": scan,
             "max_feature_nodes": params.max_feature_nodes,
-            "batch_size": params.batch_size or attribution_batch(params.max_feature_nodes),
             # the batch changes the graph a little (features are re-ranked every 4 batches)
-            "family_batch_size": params.batch_size
-            or attribution_batch(params.family_feature_nodes),
+            "batch_size": attribution_batch(params.max_feature_nodes, params.batch_size),
+            "family_batch_size": attribution_batch(params.family_feature_nodes, params.batch_size),
             "node_threshold": params.node_threshold,
             "edge_threshold": params.edge_threshold,
         },

@@ -160,8 +160,8 @@ class TracedGraph:
         }
 
 
-def attribution_batch(max_feature_nodes: int) -> int:
-    """Rows per batched backward for a node budget, when the caller names none.
+def attribution_batch(max_feature_nodes: int, requested: int | None = None) -> int:
+    """Rows per batched backward for a node budget: ``requested`` when the caller names one.
 
     circuit-tracer runs its forward on ``batch_size`` copies of the prompt and every backward
     over all of them, the logit pass included (one target row), so a batch much larger than
@@ -169,7 +169,7 @@ def attribution_batch(max_feature_nodes: int) -> int:
     64 at about twice the time of 16-32 at 256 and 1024 nodes, and 8 fastest at 64 nodes
     (bench/README.md): about an eighth of the budget, between 8 and 32.
     """
-    return max(8, min(32, max_feature_nodes // 8))
+    return requested or max(8, min(32, max_feature_nodes // 8))
 
 
 def trace_graph(
@@ -194,7 +194,7 @@ def trace_graph(
         model,
         attribution_targets=torch.tensor([target_id]),
         max_feature_nodes=max_feature_nodes,
-        batch_size=batch_size or attribution_batch(max_feature_nodes),
+        batch_size=attribution_batch(max_feature_nodes, batch_size),
     )
     seconds = time.perf_counter() - started
     node_mask, edge_mask, cumulative = prune_graph(graph, node_threshold, edge_threshold)

@@ -12,7 +12,8 @@ Steps (each recorded in ``training.json``):
    ``corpus.pack_documents``: ``seq_len`` tokens, each starting with the BOS token.
 2. **Fit.** ``sparsify.Trainer`` (loss ``fvu``, TopK, ``transcode=True``) on ``layers.N.mlp``
    of every layer at once (its input is circuit-tracer's ``mlp.hook_in``, its output
-   ``mlp.hook_out``). sparsify's CLI needs CUDA and hub datasets, so its Python API is used.
+   ``hook_mlp_out``; Gemma 3's post-MLP norm is folded into the module while it trains, see
+   ``_MlpThenNorm``). sparsify's CLI needs CUDA and hub datasets, so its Python API is used.
    Position 0 (the attention sink, see ``analysis.positions``) is left out of the loss:
    sparsify can only exclude token *ids*, so row starts carry a sentinel id that no text has,
    turned back into BOS by a pre-hook on the embedding while training runs.
@@ -143,6 +144,43 @@ class _TimeUp(Exception):
     """Raised at the start of a training step once the time budget is spent."""
 
 
+class _MlpThenNorm:
+    """Builds the module sparsify trains on where a norm follows the MLP (Gemma 3).
+
+    A transcoder writes what the block adds to the residual: ``blocks.N.hook_mlp_out``, which
+    in Gemma 3 is the output of ``post_feedforward_layernorm`` (circuit-tracer's
+    ``hook_mlp_out`` there too), not of ``mlp``. sparsify transcodes one module's input to its
+    output, so while it trains, ``mlp`` becomes ``Sequential(mlp, norm)`` and the norm's own
+    slot an identity: the block computes the same function, and the module sparsify hooks
+    reads the MLP input and writes the post-norm output."""
+
+    def __init__(self, loaded):
+        from interp_jobs.engine.loading.architectures import FAMILIES, get_path
+
+        self.family = next(f for f in FAMILIES if f.name == loaded.family)
+        self.blocks = get_path(loaded.model, self.family.blocks)
+        self.saved: list[tuple] = []
+
+    def __enter__(self):
+        import torch
+
+        out = self.family.mlp_out
+        if out is None:  # the MLP's own output is what the block adds
+            return self
+        for block in self.blocks:
+            mlp, norm = getattr(block, self.family.mlp), getattr(block, out)
+            self.saved.append((block, mlp, norm))
+            setattr(block, self.family.mlp, torch.nn.Sequential(mlp, norm))
+            setattr(block, out, torch.nn.Identity())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for block, mlp, norm in self.saved:
+            setattr(block, self.family.mlp, mlp)
+            setattr(block, self.family.mlp_out_module, norm)
+        self.saved.clear()
+
+
 def fit(
     loaded,
     tokens,
@@ -180,7 +218,6 @@ def fit(
         save_every=10**9,
     )
     torch.manual_seed(seed)
-    trainer = Trainer(config, _Rows(rows), model)
     bos = loaded.tokenizer.bos_token_id
 
     def unsentinel(module, args):
@@ -188,14 +225,16 @@ def fit(
             raise _TimeUp
         return (torch.where(args[0] == sentinel, bos, args[0]),)
 
-    handle = embed.register_forward_pre_hook(unsentinel)
-    try:
-        trainer.fit()
-    except _TimeUp:
-        pass
-    finally:
-        handle.remove()
-        loaded.model.requires_grad_(False)
+    with _MlpThenNorm(loaded):
+        trainer = Trainer(config, _Rows(rows), model)
+        handle = embed.register_forward_pre_hook(unsentinel)
+        try:
+            trainer.fit()
+        except _TimeUp:
+            pass
+        finally:
+            handle.remove()
+            loaded.model.requires_grad_(False)
     for optimizer in trainer.optimizers:  # schedule-free: switch to the averaged weights
         if hasattr(optimizer, "eval"):
             optimizer.eval()
@@ -564,6 +603,55 @@ def finish(
     progress(1.0, "saved")
 
 
+def loss_line(record: dict) -> str:
+    """The README's next-token-loss sentence, from the record (tested like ``layer_table``)."""
+    summary = record["heldout"]["shipped_jumprelu"]["summary"]
+    keys = ("ce_clean", "ce_spliced", "ce_zero", "fraction_loss_recovered", "kl_spliced")
+    figures = json.dumps({k: summary[k] for k in keys})
+    return f"Next-token loss with every MLP replaced by its transcoder (held-out rows): {figures}."
+
+
+def remeasure(loaded, out: Path, command: str) -> dict:
+    """Measure a saved set's shipped JumpReLU layers on its held-out rows again and replace
+    that part of its record (the weights, digests and the rest of the record stay). For a
+    record measured by an older, wrong measurement: it keeps a note of which and why."""
+    from interp_jobs.engine.analysis.transcoder_fidelity import measure_transcoders
+    from interp_jobs.engine.loading.transcoders import load_set_lenses, read_set
+
+    path = out / TRAINING_FILE
+    record = json.loads(path.read_text(encoding="utf-8"))
+    settings = TranscoderSettings(**record["settings"])
+    mix, _ = training_mix()
+    heldout = pack(
+        loaded,
+        mix.split("heldout"),
+        seq_len=settings.seq_len,
+        seed=record["seed"],
+        n_sequences=settings.eval_sequences,
+    )
+    if heldout.digest != record["heldout"]["token_sha256"]:
+        raise PermanentEngineError(
+            f"The held-out rows rebuilt here differ from those {path} was measured on "
+            "(another tokenizer or corpus); remeasuring would compare other text."
+        )
+    # two rows at a time: the numbers are per row, and this may run beside a demo's worker
+    lenses = load_set_lenses(read_set(out))
+    shipped = measure_transcoders(loaded, lenses, heldout.tokens, batch_size=2)
+    before = record["heldout"]["shipped_jumprelu"]["summary"]
+    record["heldout"]["shipped_jumprelu"] = {"summary": shipped.summary(), "layers": shipped.layers}
+    record["heldout"]["measured_by"] = _environment(loaded)
+    record["heldout"]["remeasured"] = {
+        "command": command,
+        "why": "the spliced next-token loss fed each transcoder the module it writes to's "
+        "input, which in Gemma 3 is the MLP's output, not its input (fixed in "
+        "transcoder_fidelity.spliced_mlps); explained variance, L0 and dead fraction were "
+        "measured from captured activations and are unchanged",
+        "summary_before": before,
+    }
+    path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return record
+
+
 def _manifest(loaded, settings, model_name: str, first, contexts) -> dict:
     return {
         "n_layers": loaded.n_layers,
@@ -583,6 +671,26 @@ def _manifest(loaded, settings, model_name: str, first, contexts) -> dict:
             "n_tokens": contexts.n_tokens,
         },
     }
+
+
+def layer_table(record: dict) -> str:
+    """The per-layer fidelity table of a set's README, from its ``training.json`` (tested
+    against every shipped README, so the table is never copied by hand)."""
+    held = record["heldout"]
+    shipped, original = held["shipped_jumprelu"]["layers"], held["topk_before_conversion"]["layers"]
+    rows = [
+        f"| {s['layer']} | {s['explained_variance']:.3f} | {o['explained_variance']:.3f} | "
+        f"{s['l0']:.1f} | {s['dead_fraction']:.3f} | {dead:.3f} |"
+        for s, o, dead in zip(shipped, original, record["dead_on_context_rows"], strict=True)
+    ]
+    return "\n".join(
+        [
+            "| layer | EV (shipped JumpReLU) | EV (TopK original) | L0 | dead (held-out) "
+            "| dead (context rows) |",
+            "| --- | --- | --- | --- | --- | --- |",
+            *rows,
+        ]
+    )
 
 
 def load_set_lenses_unverified(out: Path, n_layers: int, device: str = "cpu") -> list:
@@ -623,7 +731,7 @@ def _environment(loaded) -> dict[str, Any]:
     }
 
 
-STAGES = ("all", "pack", "fit", "finish")
+STAGES = ("all", "pack", "fit", "finish", "remeasure")
 
 
 def _parser():
@@ -634,7 +742,8 @@ def _parser():
         prog="python -m interp_jobs.engine.transcoder_training",
         description="Train per-layer transcoders for every layer with sparsify. Stage 'all' "
         "does everything here; 'fit' only trains and writes the coders to --fitted (e.g. on a "
-        "GPU machine); 'finish' converts, saves and measures a fit read from --fitted.",
+        "GPU machine); 'finish' converts, saves and measures a fit read from --fitted; "
+        "'remeasure' measures the saved set in --out on its held-out rows again.",
     )
     parser.add_argument("model", help="a Hugging Face model directory or a GGUF file")
     parser.add_argument("--stage", default="all", choices=STAGES)
@@ -705,6 +814,10 @@ def main(argv: list[str] | None = None) -> Path:
         return Path(args.rows)
     argv_text = argv if argv is not None else sys.argv[1:]
     command = "python -m interp_jobs.engine.transcoder_training " + shlex.join(argv_text)
+    if args.stage == "remeasure":
+        remeasure(loaded, Path(args.out), command)
+        print(args.out)
+        return Path(args.out)
     if args.stage == "fit":
         rows = _rows(args, loaded, settings)
         coders, thresholds, record = run_fit(loaded, rows, settings, args.seed, Path(args.work_dir))

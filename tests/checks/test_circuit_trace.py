@@ -161,6 +161,30 @@ def test_the_evidence_states_the_batch_each_graph_was_attributed_with(context):
     assert (fixed["batch_size"], fixed["family_batch_size"]) == (5, 5)
 
 
+def test_a_gemma_graph_attributes_through_what_its_post_norm_mlp_adds_to_the_residual(
+    make_context, transcoders, tmp_path
+):
+    """Gemma 3 normalises the MLP output before the residual; circuit-tracer knows that point
+    as ``hook_mlp_out`` (it has no ``mlp.hook_out`` for Gemma). The replacement model must
+    reproduce the model's logits, and its feature edits the model's own (consistency)."""
+    from tests.engine.test_gemma_model import save_tiny_gemma
+
+    gemma_dir = save_tiny_gemma(tmp_path / "gemma")
+    context = make_context(
+        circuit_trace,
+        parameters={**SMALL, "family": None, "two_hop_family": None},
+        thresholds=THRESHOLDS,
+        lenses=transcoders,
+        model=ModelRef(str(gemma_dir), "hf_dir", "", {}, "tiny-gemma@1"),
+    )
+    result = circuit_trace.run(context)
+    circuit = json.loads(artifact(result, "circuit.json"))
+    assert circuit["max_abs_logit_difference_vs_registered_model"] < 1e-4
+    assert circuit["consistency"]["max_abs_difference"] < 1e-4
+    assert circuit["counts"]["active_features"] > 0
+    assert circuit["positions"]["excluded"] == [{"position": 0, "reason": "attention_sink"}]
+
+
 def test_same_inputs_give_byte_identical_evidence(context):
     first = circuit_trace.run(context(THRESHOLDS, n_family_prompts=3, two_hop_family=None))
     second = circuit_trace.run(context(THRESHOLDS, n_family_prompts=3, two_hop_family=None))

@@ -84,6 +84,24 @@ def test_the_recorded_heldout_numbers_are_rederived_from_the_saved_files(trained
         assert ours["explained_variance"] == pytest.approx(recorded["explained_variance"], abs=1e-5)
 
 
+def test_remeasuring_a_set_rewrites_only_its_heldout_figures_and_says_why(trained, tiny, tmp_path):
+    import shutil
+
+    copy = shutil.copytree(trained, tmp_path / "set")
+    before = json.loads((copy / "training.json").read_text())
+    after = training.remeasure(tiny, copy, "remeasure test")
+    read_set(copy)  # the weights' digests still verify
+    assert after["heldout"]["remeasured"]["command"] == "remeasure test"
+    first = before["heldout"]["shipped_jumprelu"]["summary"]
+    assert after["heldout"]["remeasured"]["summary_before"] == first
+    # on a Llama the MLP reads and writes one module: the corrected splice measures the same
+    assert after["heldout"]["shipped_jumprelu"]["summary"] == pytest.approx(
+        before["heldout"]["shipped_jumprelu"]["summary"], abs=1e-5
+    )
+    unchanged = {k: v for k, v in after.items() if k != "heldout"}
+    assert unchanged == {k: v for k, v in before.items() if k != "heldout"}
+
+
 def test_contexts_point_at_training_rows_that_can_be_rebuilt(trained, tiny):
     rows = training.context_rows(tiny, trained)
     assert rows is not None

@@ -142,7 +142,19 @@ def _measure_batch(loaded, lenses, ids, positions, totals):
 @contextmanager
 def spliced_mlps(loaded, lenses: Sequence | None, positions: list[int]) -> Iterator[None]:
     """Within the block every MLP's output at ``positions`` is its transcoder's prediction from
-    the MLP's actual input in this forward pass (``lenses``), or zero (``lenses=None``)."""
+    the MLP's actual input in this forward pass (``lenses``), or zero (``lenses=None``).
+
+    The input is read where the transcoder reads it (``HOOK_IN``, the MLP's input) and the
+    prediction written where it writes (``HOOK_OUT``). In Gemma 3 these are two modules (the
+    output is ``post_feedforward_layernorm``'s, whose own input is the MLP's output, not its
+    input), so the input is kept from the first hook for the second."""
+    inputs: dict[int, Any] = {}
+
+    def keep(layer: int):
+        def hook(module, args):
+            inputs[layer] = args[0]
+
+        return hook
 
     def make(layer: int):
         def hook(module, args, output):
@@ -151,7 +163,7 @@ def spliced_mlps(loaded, lenses: Sequence | None, positions: list[int]) -> Itera
                 out[:, positions] = 0
             else:
                 lens = lenses[layer]
-                x = args[0][:, positions].to(lens.dtype)
+                x = inputs.pop(layer)[:, positions].to(lens.dtype)
                 out[:, positions] = lens.decode(lens.encode(x)).to(out.dtype)
             return out
 
@@ -160,8 +172,10 @@ def spliced_mlps(loaded, lenses: Sequence | None, positions: list[int]) -> Itera
     handles = []
     try:
         for layer in range(loaded.n_layers):
-            module = resolve_hook(loaded, HOOK_OUT.format(layer)).module
-            handles.append(module.register_forward_hook(make(layer)))
+            reads = resolve_hook(loaded, HOOK_IN.format(layer)).module
+            handles.append(reads.register_forward_pre_hook(keep(layer)))
+            writes = resolve_hook(loaded, HOOK_OUT.format(layer)).module
+            handles.append(writes.register_forward_hook(make(layer)))
         yield
     finally:
         for handle in handles:
@@ -171,24 +185,26 @@ def spliced_mlps(loaded, lenses: Sequence | None, positions: list[int]) -> Itera
 def _batch_losses(loaded, lenses, ids, positions, clean) -> list[dict[str, float]]:
     import torch
 
-    logits = {"clean": clean}
-    for name, splice in (("spliced", lenses), ("zero", None)):
-        with spliced_mlps(loaded, splice, positions):
-            logits[name] = loaded.model(input_ids=ids, use_cache=False).logits
     predicting = positions[:-1]
     targets = ids[:, [p + 1 for p in predicting]]
-    logp = {k: torch.log_softmax(v[:, predicting].float(), -1) for k, v in logits.items()}
-    ce = {k: -lp.gather(-1, targets[..., None])[..., 0].mean(1) for k, lp in logp.items()}
-    kl = (logp["clean"].exp() * (logp["clean"] - logp["spliced"])).sum(-1).mean(1)
-    return [
-        {
-            "ce_clean": float(ce["clean"][i]),
-            "ce_spliced": float(ce["spliced"][i]),
-            "ce_zero": float(ce["zero"][i]),
-            "kl_spliced": float(kl[i]),
-        }
-        for i in range(ids.shape[0])
-    ]
+    logits = {"clean": clean[:, predicting]}
+    for name, splice in (("spliced", lenses), ("zero", None)):
+        with spliced_mlps(loaded, splice, positions):
+            logits[name] = loaded.model(input_ids=ids, use_cache=False).logits[:, predicting]
+    rows = []
+    for i in range(ids.shape[0]):  # row by row: Gemma's 262k-word softmax of a batch is GBs
+        logp = {k: torch.log_softmax(v[i].float(), -1) for k, v in logits.items()}
+        ce = {k: float(-lp.gather(-1, targets[i, :, None])[:, 0].mean()) for k, lp in logp.items()}
+        kl = (logp["clean"].exp() * (logp["clean"] - logp["spliced"])).sum(-1).mean()
+        rows.append(
+            {
+                "ce_clean": ce["clean"],
+                "ce_spliced": ce["spliced"],
+                "ce_zero": ce["zero"],
+                "kl_spliced": float(kl),
+            }
+        )
+    return rows
 
 
 def _ce_summary(rows: list[dict[str, float]]) -> dict[str, float | None]:

@@ -45,8 +45,11 @@ SET_FORMAT = "assay-transcoder-set-v1"
 CONTEXTS_FILE = "contexts.safetensors"
 LAYER_DIR = "layer_{:02d}"
 HOOK_IN = "blocks.{}.ln2.hook_normalized"  # the normalised MLP input (circuit-tracer: mlp.hook_in)
-HOOK_OUT = "blocks.{}.hook_mlp_out"  # the MLP output (circuit-tracer: mlp.hook_out)
-CIRCUIT_TRACER_HOOKS = {"feature_input_hook": "mlp.hook_in", "feature_output_hook": "mlp.hook_out"}
+HOOK_OUT = "blocks.{}.hook_mlp_out"  # what the MLP adds to the residual (circuit-tracer: the same)
+# circuit-tracer's names for them. ``hook_mlp_out`` is the MLP output as the residual receives it
+# in every family its nnsight mapping knows (Llama: ``mlp``'s output, as ``mlp.hook_out``;
+# Gemma 3: ``post_feedforward_layernorm``'s, for which it has no ``mlp.hook_out``).
+CIRCUIT_TRACER_HOOKS = {"feature_input_hook": "mlp.hook_in", "feature_output_hook": "hook_mlp_out"}
 TRANSCODER_ARCHITECTURES = ("jumprelu_transcoder", "transcoder")
 _LAYER = re.compile(r"^blocks\.(\d+)\.ln2\.hook_normalized$")
 

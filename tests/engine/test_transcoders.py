@@ -1,6 +1,9 @@
 """Transcoder sets on disk: SAELens loads every layer, circuit-tracer loads the export, the
 manifest's digests are checked, and a set that misses or repeats a layer is refused."""
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -86,3 +89,17 @@ def test_circuit_tracer_imports_under_huggingface_hub_1_and_later():
 
     assert module.__version__.startswith("0.5")
     assert constants.HF_HUB_ENABLE_HF_TRANSFER is False or hasattr(constants, "HF_HUB_OFFLINE")
+
+
+@pytest.mark.parametrize(
+    "set_dir",
+    sorted((Path(__file__).parents[2] / "interp_jobs" / "lenses").glob("*-mlp-transcoders-*")),
+    ids=lambda p: p.name,
+)
+def test_each_shipped_sets_readme_states_the_fidelity_its_record_holds(set_dir):
+    from interp_jobs.engine.transcoder_training import TRAINING_FILE, layer_table, loss_line
+
+    record = json.loads((set_dir / TRAINING_FILE).read_text())
+    readme = (set_dir / "README.md").read_text()
+    assert layer_table(record) in readme
+    assert loss_line(record) in readme

@@ -662,7 +662,7 @@ def _summary(traced, validation, params: Parameters, verdict, reasons, prompt) -
             f"ablation effects {_fmt(stats['rank_correlation'])}, sign agreement "
             f"{_fmt(stats['sign_agreement'])}; random same-layer features of similar "
             f"activation moved the logit {_fmt(stats['control_to_top_ratio'])} times as much "
-            f"as the top features. "
+            f"as the top features{_unmatched(stats)}. "
         )
     hop = validation.get("two_hop")
     if hop:
@@ -671,6 +671,16 @@ def _summary(traced, validation, params: Parameters, verdict, reasons, prompt) -
             f"{_fmt(hop['found_rate'])} of the two-hop prompts. "
         )
     return text + f"Verdict {verdict}: {'; '.join(reasons)}."
+
+
+def _unmatched(stats: dict) -> str:
+    matched, n = stats.get("n_controls_matched_in_size", 0), stats["n_controls"]
+    if matched == n:
+        return ""
+    return (
+        f" ({n - matched} of the {n} controls are the nearest in activation size, as no "
+        "other active feature of their layer was within the ratio)"
+    )
 
 
 def _figure(graph_bytes: bytes, traced, params: Parameters) -> bytes:

@@ -132,3 +132,27 @@ def test_ablations_are_measured_frozen_and_free_and_predictions_cover_every_feat
             tiny["loaded"], tiny["lenses"], tiny["tokens"], tiny["target"], last[:1]
         )
         assert a[0] == pytest.approx(b[0], abs=1e-4)
+
+
+def test_the_statistics_count_the_controls_that_fell_back_to_the_nearest_in_size():
+    """A control with no active feature of its layer within the activation ratio is the nearest
+    in size instead; the evidence counts how many, so a reader can tell a matched control."""
+    from interp_jobs.engine.analysis.circuit_validation import (
+        PromptResult,
+        ValidationSettings,
+        summarize,
+    )
+
+    def result(i: int, matched: list[bool]) -> PromptResult:
+        nodes = [
+            {"measured": 1.0 + j, "predicted": 1.0 + j, "predicted_direct": 1.0}
+            for j in range(len(matched))
+        ]
+        controls = [{"measured": 0.1, "matched_in_size": m} for m in matched]
+        return PromptResult(f"p{i}", 5, 0.5, 0.4, 0.8, {}, nodes, controls)
+
+    stats = summarize(
+        [result(0, [True, False]), result(1, [True, True])],
+        ValidationSettings(n_bootstrap=20, free_ablations=False),
+    )
+    assert (stats["n_controls"], stats["n_controls_matched_in_size"]) == (4, 3)

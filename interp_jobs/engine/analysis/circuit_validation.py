@@ -270,6 +270,10 @@ def summarize(results: Sequence[PromptResult], settings: ValidationSettings) -> 
         "n_prompts": len(groups),
         "n_nodes": n_nodes,
         "n_controls": n_controls,
+        # the rest are the nearest in size: no active feature of the layer was within the ratio
+        "n_controls_matched_in_size": sum(
+            bool(c["matched_in_size"]) for g in groups for c in g["controls"]
+        ),
         "replacement": estimate(_mean_of("replacement"), "mean", len(groups)),
         "completeness": estimate(_mean_of("completeness"), "mean", len(groups)),
         "rank_correlation": estimate(_spearman("measured"), "spearman", n_nodes),

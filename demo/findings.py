@@ -74,7 +74,7 @@ def collect(
         "audit": {v: _audit(runs[v].get("risk-feature-audit")) for v in VERSIONS},
         "intervention": {v: _intervention(runs[v].get("risk-feature-ablation")) for v in VERSIONS},
         "drift": _drift(runs["tuned"].get("drift-from-parent")),
-        "circuit": _metrics_of(runs["tuned"].get("circuit-capital")),
+        "circuit": _circuit(runs["tuned"].get("circuit-capital")),
         "gate": {"state": answer.state, "may_ship": answer.may_ship, "reasons": answer.reasons},
         "checks": {v: {key: _check_record(run) for key, run in runs[v].items()} for v in VERSIONS}
         | {"lens_review": {key: _check_record(run) for key, run in review_runs.items()}},
@@ -110,6 +110,12 @@ def _seconds(run) -> float | None:
 
 def _metrics_of(run) -> dict | None:
     return None if run is None else {"verdict": run.verdict, **(run.metrics or {})}
+
+
+def _circuit(run) -> dict | None:
+    """The circuit run's metrics and the target it traced (the demo picks it per model)."""
+    found = _metrics_of(run)
+    return found and {**found, "target": run.required_check.parameters.get("target")}
 
 
 def _models(baseline, release, given: dict | None = None) -> dict:

@@ -20,6 +20,7 @@ LENS_REVIEW = "lens-review"
 FRONTIER_RELEASE = "frontier-release"
 FRONTIER_BASELINE = "frontier-baseline"
 CIRCUIT_PROMPT = "The capital of France is"
+CIRCUIT_TARGET = " Paris"  # the capitals family's answer to CIRCUIT_PROMPT
 CIRCUIT_FAMILY = "capitals-v1"  # validation prompts of the same form (single-token targets)
 TWO_HOP_FAMILY = "two-hop-capitals-v1"  # "the capital of the country where X is" -> the city
 PROBE_SET = "v2"
@@ -165,7 +166,13 @@ def circuit_check(target: str, family: str | None = CIRCUIT_FAMILY) -> dict:
             "top_nodes": 3,
             "two_hop_family": TWO_HOP_FAMILY if family else None,
         },
-        {"min_replacement": 0.5, "min_sign_agreement": 0.6, "max_control_ratio": 1.0},
+        {
+            "min_replacement": 0.5,
+            "min_completeness": 0.7,
+            "min_rank_correlation": 0.2,
+            "min_sign_agreement": 0.6,
+            "max_control_ratio": 1.0,
+        },
         blocking=False,
     )
 

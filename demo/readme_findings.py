@@ -253,7 +253,8 @@ def circuit(f: dict) -> list[str]:
         return []
     two_hop = c.get("two_hop_found_rate")
     return [
-        f'**Circuit** (`circuit_trace` on the tuned version, "{CIRCUIT_PROMPT}" -> " Paris", '
+        f'**Circuit** (`circuit_trace` on the tuned version, "{CIRCUIT_PROMPT}" -> '
+        f'"{c.get("target", " Paris")}", '
         f"circuit-tracer's replacement model over the shipped per-layer transcoders; verdict "
         f"{c.get('verdict')}): P(target) {num_plain(c.get('target_probability'))}; "
         f"{c.get('attributed_features')} of {c.get('active_features')} active features "

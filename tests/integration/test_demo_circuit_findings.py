@@ -173,7 +173,7 @@ def test_the_tuned_circuit_trace_reproduces_the_readme_paragraph(tmp_path):
     recorded = findings.get("circuit")
     assert recorded, "the findings record no circuit run, yet the README states its figures"
     base, model = _tuned_version(tmp_path, findings)
-    check = policies.circuit_check(Command._circuit_target(base))
+    check = policies.circuit_check(*Command()._circuit_plan(base))
     parameters = circuit_trace.Parameters.parse(check["parameters"], what="parameters")
     context = CheckContext(
         model=model,

@@ -126,13 +126,11 @@ class Command(BaseCommand):
             tuned = self._tuned(model, options)
             child = self._registered(tuned, submitter, parent=parent)
         axis = flow.intervention_axis(lens)
+        circuit_target, circuit_family = self._circuit_plan(model) if transcoders else (None, None)
         checks = demo_policies.frontier_checks(
-            circuit_target=self._circuit_target(model) if transcoders else None,
+            circuit_target=circuit_target,
             baseline_lens=runner.BASELINE_PREFIX + lens.name,
-            # The shipped validation family's targets are single tokens for SmolLM2's tokenizer
-            circuit_family=demo_policies.CIRCUIT_FAMILY
-            if model.family == flow.SMOLLM2_FAMILY
-            else None,
+            circuit_family=circuit_family,
             intervention_axis=axis,
         )
         admin = users["demo-admin"]
@@ -234,15 +232,27 @@ class Command(BaseCommand):
         self.adapter_record = made.record  # into findings.json (the shipped one is found there)
         return made.model
 
-    @staticmethod
-    def _circuit_target(model: flow.DemoModel) -> str:
-        """' Paris' for SmolLM2; for another model its own next token (what it predicts)."""
+    def _circuit_plan(self, model: flow.DemoModel) -> tuple[str, str | None]:
+        """The traced target and the validation family: the capitals family's answer (' Paris')
+        and the family itself when the model's tokenizer keeps every target and entity of both
+        families whole (validation needs single tokens; SmolLM2's and Gemma 3's do), else the
+        model's own next token and no validation."""
         if model.family == flow.SMOLLM2_FAMILY:
-            return " Paris"
+            return demo_policies.CIRCUIT_TARGET, demo_policies.CIRCUIT_FAMILY
         from interp_jobs.engine.loading.export import greedy_next_token
         from interp_jobs.engine.loading.models import load_model
+        from interp_jobs.engine.loading.prompt_families import multi_token_words
 
-        return greedy_next_token(load_model(model.path, model.format), demo_policies.CIRCUIT_PROMPT)
+        loaded = load_model(model.path, model.format)
+        split = [
+            word
+            for name in (demo_policies.CIRCUIT_FAMILY, demo_policies.TWO_HOP_FAMILY)
+            for word in multi_token_words(loaded.tokenizer, name)
+        ]
+        if not split:
+            return demo_policies.CIRCUIT_TARGET, demo_policies.CIRCUIT_FAMILY
+        self.stages.note(f"circuit validation skipped: the tokenizer splits {split}")
+        return greedy_next_token(loaded, demo_policies.CIRCUIT_PROMPT), None
 
     @staticmethod
     def _lens_ready(lens: Lens) -> bool:

@@ -67,3 +67,10 @@ def load_family(name: str) -> PromptFamily:
         FamilyPrompt(**json.loads(line)) for line in raw.decode("utf-8").splitlines() if line
     )
     return PromptFamily(name, prompts, digest, entry["description"])
+
+
+def multi_token_words(tokenizer, name: str) -> list[str]:
+    """The family's targets and intermediate entities that this tokenizer splits into several
+    tokens (validation needs each as one token; an empty list means the family fits)."""
+    words = {w for p in load_family(name).prompts for w in (p.target, p.entity) if w}
+    return sorted(w for w in words if len(tokenizer.encode(w, add_special_tokens=False)) != 1)

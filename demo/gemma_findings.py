@@ -77,14 +77,26 @@ def header(f: dict, time_report: dict[str, str]) -> list[str]:
     ]
     if time_report:
         user = float(time_report.get("user", 0)) + float(time_report.get("system", 0))
+        wall = _clock_seconds(time_report["wall"])
+        training = (
+            f"{minutes(train.get('train'))} ({minutes(train.get('cpu_total'))} of CPU, load "
+            f"average {_load(train.get('load_average_at_end'))} at its end)"
+        )
+        # The target trains the adapter only when it is not in the model store yet: when the
+        # run was too short to hold both, it reused one trained by an earlier run.
+        in_run = (train.get("train") or 0) + sum(s["wall_seconds"] for s in stages) <= wall
         lines += [
-            f"The whole target took {minutes(_clock_seconds(time_report['wall']))} wall and "
+            f"The whole target took {minutes(wall)} wall and "
             f"{minutes(user)} of CPU ({time_report.get('cpu_percent')} of one core on average; "
             f"peak memory of one process {int(time_report.get('max_rss_kb', 0)) / 1024:.0f} "
-            "MiB). Of that, training the adapter took "
-            f"{minutes(train.get('train'))} ({minutes(train.get('cpu_total'))} of CPU, load "
-            f"average {_load(train.get('load_average_at_end'))} at its end) and the demo's "
-            "stages:",
+            "MiB). "
+            + (
+                f"Of that, training the adapter took {training} and the demo's stages:"
+                if in_run
+                else "It reused the adapter an earlier run had trained "
+                f"({minutes(train.get('train'))} wall, {minutes(train.get('cpu_total'))} of "
+                "CPU); the demo's stages:"
+            ),
             "",
         ]
     lines += ["| stage | what | wall | CPU | load (1 min) at end |", "| --- " * 5 + "|"]
@@ -270,7 +282,8 @@ def drift(f: dict) -> list[str]:
 def intervention(f: dict) -> list[str]:
     measured = {v: i for v, i in (f.get("intervention") or {}).items() if i and i.get("verdict")}
     lines = readme.intervention({**f, "intervention": measured}) if measured else []
-    errored = [v for v in ("base", "tuned") if v not in measured]
+    ran = [v for v in ("base", "tuned") if INTERVENTION_KEY in (_get(f, "checks", v) or {})]
+    errored = [v for v in ran if v not in measured]  # the base is no longer intervened on
     if errored:
         lines += [
             "**Interventions** (`feature_intervention`): errored on "
@@ -282,7 +295,15 @@ def intervention(f: dict) -> list[str]:
 
 def circuit(f: dict) -> list[str]:
     if f.get("circuit"):
-        return []
+        return [
+            *readme.circuit(f),
+            "",
+            "The transcoders are the Gemma set in "
+            "`interp_jobs/lenses/gemma3-270m-mlp-transcoders-1024` (trained on this project's "
+            "CPU machine; its README gives each layer's fidelity). The target is the capitals "
+            "family's answer to the prompt, traced whether or not the model ranks it first "
+            "(P(target) says how likely it finds it).",
+        ]
     return [
         "**Circuit**: none. No transcoder set is shipped for Gemma 3, so the release policy "
         "leaves `circuit_trace` out (the demo says so at its 'base version' stage); the graph "

@@ -1,7 +1,8 @@
-"""`make demo-gemma`: the demo on Gemma 3 270M. The real run takes about half an hour, so these
-tests check what can be checked cheaply: that the command line the target runs is one the demo
-accepts and points at Gemma, its lens and its own var dir; that the findings record a LoRA the
-target trained; and that docs/gemma3.md states exactly what the committed findings say."""
+"""`make demo-gemma`: the demo on Gemma 3 270M. The real run takes ten minutes or more, so
+these tests check what can be checked cheaply: that the command line the target runs is one
+the demo accepts and points at Gemma, its lens, its transcoder set and its own var dir; that the
+findings record a LoRA the target trained; and that docs/gemma3.md states exactly what the
+committed findings say."""
 
 import json
 import re
@@ -41,7 +42,9 @@ def test_make_demo_gemma_runs_an_accepted_demo_command_on_gemma_and_its_lens():
     assert (ROOT / options["lens"] / "cfg.json").is_file()
     assert "gemma3-270m" in options["lens"]
     assert options["adapter"]  # no Gemma adapter is shipped: the target trains one first
-    assert options["transcoders"] is None  # none for Gemma: no circuit check, said in the doc
+    # the circuit check traces through Gemma's own shipped transcoder set
+    assert "gemma3-270m" in options["transcoders"]
+    assert (ROOT / options["transcoders"] / "transcoders.json").is_file()
 
 
 def test_make_demo_gemma_keeps_its_own_var_dir_apart_from_the_smollm2_demo():
@@ -83,7 +86,10 @@ def test_the_committed_gemma_findings_carry_the_figures_the_doc_quotes():
     data = json.loads(gemma_findings.FINDINGS.read_text())
     assert data["models"]["tuned"]["adapter"]["settings"]["epochs"] >= 1
     assert data["models"]["tuned"]["parent"] == data["models"]["base"]["name"]
-    assert data["circuit"] is None  # no transcoders for Gemma
+    circuit = data["circuit"]  # traced through Gemma's transcoders, validated on the family
+    assert circuit["target"] == " Paris"
+    assert circuit["family_prompts"] >= 20
+    assert circuit["two_hop_found_rate"]["n"] == 12
     for version in ("base", "tuned"):
         for group in data["behaviour"][version]["groups"].values():
             rate = group["refusal_rate"]
@@ -93,3 +99,17 @@ def test_the_committed_gemma_findings_carry_the_figures_the_doc_quotes():
     )
     assert "None" not in text
     assert "The whole target took" in text
+
+
+def test_the_doc_says_training_the_adapter_was_part_of_the_run_only_when_it_fits_in_it():
+    data = json.loads(gemma_findings.FINDINGS.read_text())
+    train = data["models"]["tuned"]["adapter"]["seconds"]["train"]
+    stages = sum(s["wall_seconds"] for s in data["timings"])
+
+    def header(wall_seconds: float) -> str:
+        clock = f"{int(wall_seconds // 60)}:{wall_seconds % 60:05.2f}"
+        report = {"wall": clock, "user": "1", "system": "1", "cpu_percent": "100%"}
+        return "\n".join(gemma_findings.header(data, report))
+
+    assert "Of that, training the adapter took" in header(train + stages + 5)
+    assert "reused the adapter an earlier run had trained" in header(train + stages - 5)

@@ -167,11 +167,15 @@ class _MlpThenNorm:
         out = self.family.mlp_out
         if out is None:  # the MLP's own output is what the block adds
             return self
-        for block in self.blocks:
-            mlp, norm = getattr(block, self.family.mlp), getattr(block, out)
-            self.saved.append((block, mlp, norm))
-            setattr(block, self.family.mlp, torch.nn.Sequential(mlp, norm))
-            setattr(block, out, torch.nn.Identity())
+        try:
+            for block in self.blocks:
+                mlp, norm = getattr(block, self.family.mlp), getattr(block, out)
+                self.saved.append((block, mlp, norm))
+                setattr(block, self.family.mlp, torch.nn.Sequential(mlp, norm))
+                setattr(block, out, torch.nn.Identity())
+        except BaseException:  # __exit__ would not run: put back the blocks already wrapped
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
@@ -611,7 +615,7 @@ def loss_line(record: dict) -> str:
     return f"Next-token loss with every MLP replaced by its transcoder (held-out rows): {figures}."
 
 
-def remeasure(loaded, out: Path, command: str) -> dict:
+def remeasure(loaded, out: Path, command: str, weights_sha256: str) -> dict:
     """Measure a saved set's shipped JumpReLU layers on its held-out rows again and replace
     that part of its record (the weights, digests and the rest of the record stay). For a
     record measured by an older, wrong measurement: it keeps a note of which and why."""
@@ -620,6 +624,11 @@ def remeasure(loaded, out: Path, command: str) -> dict:
 
     path = out / TRAINING_FILE
     record = json.loads(path.read_text(encoding="utf-8"))
+    if weights_sha256 != record["model"].get("weights_sha256"):
+        raise PermanentEngineError(
+            f"{path} was trained on weights {record['model'].get('weights_sha256')}, not on "
+            f"these ({weights_sha256}); remeasure it on the model it was trained on."
+        )
     settings = TranscoderSettings(**record["settings"])
     mix, _ = training_mix()
     heldout = pack(
@@ -639,9 +648,10 @@ def remeasure(loaded, out: Path, command: str) -> dict:
     shipped = measure_transcoders(loaded, lenses, heldout.tokens, batch_size=2)
     before = record["heldout"]["shipped_jumprelu"]["summary"]
     record["heldout"]["shipped_jumprelu"] = {"summary": shipped.summary(), "layers": shipped.layers}
-    record["heldout"]["measured_by"] = _environment(loaded)
-    record["heldout"]["remeasured"] = {
+    record["heldout"]["remeasured"] = {  # measured_by stays: the TopK figures are still its
         "command": command,
+        "measured_by": _environment(loaded),
+        "remeasured": ["shipped_jumprelu"],
         "why": "the spliced next-token loss fed each transcoder the module it writes to's "
         "input, which in Gemma 3 is the MLP's output, not its input (fixed in "
         "transcoder_fidelity.spliced_mlps); explained variance, L0 and dead fraction were "
@@ -815,7 +825,8 @@ def main(argv: list[str] | None = None) -> Path:
     argv_text = argv if argv is not None else sys.argv[1:]
     command = "python -m interp_jobs.engine.transcoder_training " + shlex.join(argv_text)
     if args.stage == "remeasure":
-        remeasure(loaded, Path(args.out), command)
+        digest = fingerprint_model(Path(args.model), args.format).weights_digest
+        remeasure(loaded, Path(args.out), command, digest)
         print(args.out)
         return Path(args.out)
     if args.stage == "fit":

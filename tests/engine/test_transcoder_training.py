@@ -8,6 +8,7 @@ import torch
 
 from interp_jobs.engine import transcoder_training as training
 from interp_jobs.engine.analysis.transcoder_fidelity import measure_transcoders
+from interp_jobs.engine.errors import PermanentEngineError
 from interp_jobs.engine.loading.models import load_model
 from interp_jobs.engine.loading.transcoders import load_set_lenses, read_set
 from tests.factories import save_tiny_llama
@@ -89,7 +90,11 @@ def test_remeasuring_a_set_rewrites_only_its_heldout_figures_and_says_why(traine
 
     copy = shutil.copytree(trained, tmp_path / "set")
     before = json.loads((copy / "training.json").read_text())
-    after = training.remeasure(tiny, copy, "remeasure test")
+    before["model"]["weights_sha256"] = "the trained-on weights"
+    (copy / "training.json").write_text(json.dumps(before))
+    with pytest.raises(PermanentEngineError, match="remeasure it on the model it was trained on"):
+        training.remeasure(tiny, copy, "remeasure test", "other weights")
+    after = training.remeasure(tiny, copy, "remeasure test", "the trained-on weights")
     read_set(copy)  # the weights' digests still verify
     assert after["heldout"]["remeasured"]["command"] == "remeasure test"
     first = before["heldout"]["shipped_jumprelu"]["summary"]
@@ -98,6 +103,7 @@ def test_remeasuring_a_set_rewrites_only_its_heldout_figures_and_says_why(traine
     assert after["heldout"]["shipped_jumprelu"]["summary"] == pytest.approx(
         before["heldout"]["shipped_jumprelu"]["summary"], abs=1e-5
     )
+    assert after["heldout"]["measured_by"] == before["heldout"]["measured_by"]
     unchanged = {k: v for k, v in after.items() if k != "heldout"}
     assert unchanged == {k: v for k, v in before.items() if k != "heldout"}
 
@@ -158,8 +164,6 @@ def test_the_reproducing_command_names_the_rows_a_time_budget_left_trained():
 
 def test_a_time_budget_too_short_for_one_step_is_a_clear_error(tiny, tmp_path):
     from dataclasses import replace
-
-    from interp_jobs.engine.errors import PermanentEngineError
 
     rows, _ = training.pack_epochs(tiny, SETTINGS, 0, 32 * 8)
     hurried = replace(SETTINGS, max_fit_hours=-1.0)

@@ -103,3 +103,26 @@ def test_each_shipped_sets_readme_states_the_fidelity_its_record_holds(set_dir):
     readme = (set_dir / "README.md").read_text()
     assert layer_table(record) in readme
     assert loss_line(record) in readme
+
+
+@pytest.mark.parametrize(
+    ("architecture", "output_hook"),
+    [
+        ("LlamaForCausalLM", "mlp.hook_out"),
+        ("Qwen3ForCausalLM", "mlp.hook_out"),  # its mapping has no hook_mlp_out
+        ("Gemma3ForCausalLM", "hook_mlp_out"),  # its mapping has no mlp.hook_out: post-norm
+    ],
+)
+def test_circuit_tracer_is_told_the_output_hook_its_mapping_has_for_the_architecture(
+    architecture, output_hook
+):
+    from circuit_tracer.utils.tl_nnsight_mapping import get_mapping
+
+    hooks = transcoders.circuit_tracer_hooks(architecture)
+    assert hooks["feature_output_hook"] == output_hook
+    assert output_hook in get_mapping(architecture).feature_hook_mapping
+
+
+def test_an_architecture_circuit_tracer_cannot_map_is_refused_clearly():
+    with pytest.raises(PermanentEngineError, match="no mapping for GPT2LMHeadModel"):
+        transcoders.circuit_tracer_hooks("GPT2LMHeadModel")

@@ -45,19 +45,29 @@ from pathlib import Path
 from typing import Any
 
 from interp_jobs.engine.errors import PermanentEngineError
-from interp_jobs.engine.loading.transcoders import circuit_tracer, to_circuit_tracer
+from interp_jobs.engine.loading.transcoders import (
+    circuit_tracer,
+    circuit_tracer_hooks,
+    to_circuit_tracer,
+)
 
 LOGIT_TOLERANCE = 1e-3  # max |logit difference| between the attributed and the checked model
 
 
 def replacement_model(hf_dir: str | Path, lenses: Sequence, *, scan: str, device: str = "cpu"):
     """circuit-tracer's ReplacementModel (nnsight backend) over ``hf_dir`` and the lenses."""
+    import json
+
     import torch
 
     circuit_tracer()
     from circuit_tracer import ReplacementModel
 
-    transcoders = to_circuit_tracer(lenses, scan=scan, device=device, dtype=torch.float32)
+    config = json.loads((Path(hf_dir) / "config.json").read_text(encoding="utf-8"))
+    hooks = circuit_tracer_hooks((config.get("architectures") or [""])[0])
+    transcoders = to_circuit_tracer(
+        lenses, scan=scan, device=device, dtype=torch.float32, hooks=hooks
+    )
     return ReplacementModel.from_pretrained_and_transcoders(
         str(hf_dir),
         transcoders,

@@ -45,11 +45,9 @@ SET_FORMAT = "assay-transcoder-set-v1"
 CONTEXTS_FILE = "contexts.safetensors"
 LAYER_DIR = "layer_{:02d}"
 HOOK_IN = "blocks.{}.ln2.hook_normalized"  # the normalised MLP input (circuit-tracer: mlp.hook_in)
-HOOK_OUT = "blocks.{}.hook_mlp_out"  # what the MLP adds to the residual (circuit-tracer: the same)
-# circuit-tracer's names for them. ``hook_mlp_out`` is the MLP output as the residual receives it
-# in every family its nnsight mapping knows (Llama: ``mlp``'s output, as ``mlp.hook_out``;
-# Gemma 3: ``post_feedforward_layernorm``'s, for which it has no ``mlp.hook_out``).
-CIRCUIT_TRACER_HOOKS = {"feature_input_hook": "mlp.hook_in", "feature_output_hook": "hook_mlp_out"}
+HOOK_OUT = "blocks.{}.hook_mlp_out"  # what the MLP adds to the residual
+# circuit-tracer's names for them (see circuit_tracer_hooks for Gemma 3's output).
+CIRCUIT_TRACER_HOOKS = {"feature_input_hook": "mlp.hook_in", "feature_output_hook": "mlp.hook_out"}
 TRANSCODER_ARCHITECTURES = ("jumprelu_transcoder", "transcoder")
 _LAYER = re.compile(r"^blocks\.(\d+)\.ln2\.hook_normalized$")
 
@@ -146,8 +144,32 @@ def circuit_tracer_tensors(lens) -> dict[str, Any]:
 # --- the set in circuit-tracer ---------------------------------------------------------------
 
 
-def to_circuit_tracer(lenses: Sequence, *, scan: str, device: str = "cpu", dtype=None):
-    """A circuit-tracer ``TranscoderSet`` holding the same tensors as the ordered lenses."""
+def circuit_tracer_hooks(architecture: str) -> dict[str, str]:
+    """circuit-tracer's hook names for what a set reads and writes, in this architecture.
+
+    Its nnsight mapping names the MLP output ``mlp.hook_out`` where that is what the block
+    adds (Llama, Qwen3), and has only ``hook_mlp_out`` for Gemma 3, where the block adds the
+    post-MLP norm's output (``HOOK_OUT`` there, and what Gemma sets are trained to write)."""
+    circuit_tracer()
+    from circuit_tracer.utils.tl_nnsight_mapping import get_mapping
+
+    try:
+        known = get_mapping(architecture).feature_hook_mapping
+    except ValueError as exc:
+        raise PermanentEngineError(
+            f"circuit-tracer has no mapping for {architecture}; circuit tracing cannot run on "
+            "this architecture."
+        ) from exc
+    if CIRCUIT_TRACER_HOOKS["feature_output_hook"] in known:
+        return dict(CIRCUIT_TRACER_HOOKS)
+    return {**CIRCUIT_TRACER_HOOKS, "feature_output_hook": "hook_mlp_out"}
+
+
+def to_circuit_tracer(
+    lenses: Sequence, *, scan: str, device: str = "cpu", dtype=None, hooks: dict | None = None
+):
+    """A circuit-tracer ``TranscoderSet`` holding the same tensors as the ordered lenses
+    (``hooks``: ``circuit_tracer_hooks`` of the model's architecture; default Llama's)."""
     import torch
 
     circuit_tracer()
@@ -168,7 +190,7 @@ def to_circuit_tracer(lenses: Sequence, *, scan: str, device: str = "cpu", dtype
             transcoder = SingleLayerTranscoder(d_model, d_sae, activation, layer)
         transcoder.load_state_dict(tensors, assign=True)
         layers[layer] = transcoder.to(device=device, dtype=dtype)
-    return TranscoderSet(layers, scan=scan, **CIRCUIT_TRACER_HOOKS)
+    return TranscoderSet(layers, scan=scan, **(hooks or CIRCUIT_TRACER_HOOKS))
 
 
 def export_circuit_tracer(lenses: Sequence, out_dir: Path, *, scan: str) -> dict[str, Any]:

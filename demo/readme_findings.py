@@ -263,12 +263,16 @@ def circuit(f: dict) -> list[str]:
         f"{REPLACEMENT_BAR:g}"
         f"{_through_errors(c.get('replacement'))}), completeness "
         f"{num_plain(c.get('completeness'))}. Validation on {c.get('family_prompts')} prompts "
-        f"of the capitals family (each traced, its top features zeroed): rank correlation of "
-        f"predicted and measured effects {num(c.get('rank_correlation'))} (n = "
-        f"{_n(c.get('rank_correlation'))}), sign agreement "
-        f"{num(c.get('sign_agreement'), signed=False)}; random features of the same layers and "
-        f"activation size moved the logit {num(c.get('control_to_top_ratio'), signed=False)} "
-        f"times as much as the top ones (n = {_n(c.get('control_to_top_ratio'))}). Two-hop "
+        f"of the capitals family (each traced, its top features zeroed): their graphs' mean "
+        f"replacement score {num(c.get('family_replacement'), signed=False)}; rank correlation "
+        f"of predicted and measured effects {num(c.get('rank_correlation'))} (n = "
+        f"{_n(c.get('rank_correlation'))}; with attention free to respond "
+        f"{num(c.get('rank_correlation_free_attention'))}), sign agreement "
+        f"{num(c.get('sign_agreement'), signed=False)}; random features of the same layers, "
+        f"of similar activation where one was active, moved the logit "
+        f"{num(c.get('control_to_top_ratio'), signed=False)} times as much as the top ones "
+        f"({_n(c.get('rank_correlation'))} top features, "
+        f"{_n(c.get('mean_abs_effect_control'))} controls). Two-hop "
         f'positive control ("the capital of the country where X is"): an intermediate-entity '
         f"feature path found in {pct(two_hop) if two_hop else 'n/a'} of the graphs.",
     ]

@@ -62,11 +62,12 @@ EXACT = (
     "kept_features",
     "kept_error_nodes",
     "family_prompts",
+    "target",  # the policy's parameter, recorded with the figures
 )
 SCALARS = ("target_probability", "replacement", "completeness")
 PROPORTIONS = ("sign_agreement", "two_hop_found_rate")
-RATIOS = ("control_to_top_ratio",)
-RANKS = ("rank_correlation",)
+RATIOS = ("control_to_top_ratio", "family_replacement", "mean_abs_effect_control")
+RANKS = ("rank_correlation", "rank_correlation_free_attention")
 COMPARED = EXACT + SCALARS + PROPORTIONS + RATIOS + RANKS
 
 
@@ -185,7 +186,10 @@ def test_the_tuned_circuit_trace_reproduces_the_readme_paragraph(tmp_path):
     start = time.perf_counter()
     result = circuit_trace.run(context)
     print(f"{check['key']} on the tuned version: {time.perf_counter() - start:.1f} s")
-    found = demo_findings._metrics_of(_Run(check["kind"], result))
+    found = {
+        **demo_findings._metrics_of(_Run(check["kind"], result)),
+        "target": check["parameters"]["target"],
+    }
     compare_circuit(found, recorded)
 
 

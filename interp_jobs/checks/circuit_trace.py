@@ -674,7 +674,7 @@ def _summary(traced, validation, params: Parameters, verdict, reasons, prompt) -
 
 
 def _unmatched(stats: dict) -> str:
-    matched, n = stats.get("n_controls_matched_in_size", 0), stats["n_controls"]
+    matched, n = stats["n_controls_matched_in_size"], stats["n_controls"]
     if matched == n:
         return ""
     return (

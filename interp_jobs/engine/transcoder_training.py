@@ -564,13 +564,7 @@ def finish(
     progress(0.8, "top contexts")
     contexts = top_contexts(loaded, saved, first.tokens, n_top=settings.context_top)
     save_contexts(contexts, out)
-    heldout = pack(
-        loaded,
-        mix.split("heldout"),
-        seq_len=settings.seq_len,
-        seed=seed,
-        n_sequences=settings.eval_sequences,
-    )
+    heldout = heldout_rows(loaded, settings, seed)
     progress(0.9, "measuring on held-out text")
     shipped = measure_transcoders(loaded, saved, heldout.tokens)
     original = measure_transcoders(
@@ -615,10 +609,22 @@ def loss_line(record: dict) -> str:
     return f"Next-token loss with every MLP replaced by its transcoder (held-out rows): {figures}."
 
 
-def remeasure(loaded, out: Path, command: str, weights_sha256: str) -> dict:
+def heldout_rows(loaded, settings: TranscoderSettings, seed: int):
+    """The held-out rows a set is measured on (never trained on: the corpus's split)."""
+    mix, _ = training_mix()
+    return pack(
+        loaded,
+        mix.split("heldout"),
+        seq_len=settings.seq_len,
+        seed=seed,
+        n_sequences=settings.eval_sequences,
+    )
+
+
+def remeasure(loaded, out: Path, command: str, weights_sha256: str, why: str) -> dict:
     """Measure a saved set's shipped JumpReLU layers on its held-out rows again and replace
     that part of its record (the weights, digests and the rest of the record stay). For a
-    record measured by an older, wrong measurement: it keeps a note of which and why."""
+    record measured by an older, wrong measurement: it keeps the old figures and ``why``."""
     from interp_jobs.engine.analysis.transcoder_fidelity import measure_transcoders
     from interp_jobs.engine.loading.transcoders import load_set_lenses, read_set
 
@@ -629,15 +635,7 @@ def remeasure(loaded, out: Path, command: str, weights_sha256: str) -> dict:
             f"{path} was trained on weights {record['model'].get('weights_sha256')}, not on "
             f"these ({weights_sha256}); remeasure it on the model it was trained on."
         )
-    settings = TranscoderSettings(**record["settings"])
-    mix, _ = training_mix()
-    heldout = pack(
-        loaded,
-        mix.split("heldout"),
-        seq_len=settings.seq_len,
-        seed=record["seed"],
-        n_sequences=settings.eval_sequences,
-    )
+    heldout = heldout_rows(loaded, TranscoderSettings(**record["settings"]), record["seed"])
     if heldout.digest != record["heldout"]["token_sha256"]:
         raise PermanentEngineError(
             f"The held-out rows rebuilt here differ from those {path} was measured on "
@@ -652,10 +650,7 @@ def remeasure(loaded, out: Path, command: str, weights_sha256: str) -> dict:
         "command": command,
         "measured_by": _environment(loaded),
         "remeasured": ["shipped_jumprelu"],
-        "why": "the spliced next-token loss fed each transcoder the module it writes to's "
-        "input, which in Gemma 3 is the MLP's output, not its input (fixed in "
-        "transcoder_fidelity.spliced_mlps); explained variance, L0 and dead fraction were "
-        "measured from captured activations and are unchanged",
+        "why": why,
         "summary_before": before,
     }
     path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -786,7 +781,10 @@ def _parser():
         help="stage fit: token rows packed elsewhere (.npy, from --stage pack), so a machine "
         "with another tokenizer version trains on the same tokens",
     )
-    parser.add_argument("--out", default=None, help="the transcoder set (stages all, finish)")
+    parser.add_argument(
+        "--out", default=None, help="the transcoder set (stages all, finish, remeasure)"
+    )
+    parser.add_argument("--why", default=None, help="stage remeasure: why the record is redone")
     return parser
 
 
@@ -801,7 +799,10 @@ def main(argv: list[str] | None = None) -> Path:
     from interp_jobs.engine.loading.fingerprint import fingerprint_model
     from interp_jobs.engine.loading.models import load_model
 
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.stage == "remeasure" and not (args.out and args.why):
+        parser.error("--stage remeasure needs --out (the set) and --why (kept in its record)")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     torch.set_num_threads(args.threads)
     loaded = load_model(args.model, args.format, device=args.device)
@@ -826,7 +827,7 @@ def main(argv: list[str] | None = None) -> Path:
     command = "python -m interp_jobs.engine.transcoder_training " + shlex.join(argv_text)
     if args.stage == "remeasure":
         digest = fingerprint_model(Path(args.model), args.format).weights_digest
-        remeasure(loaded, Path(args.out), command, digest)
+        remeasure(loaded, Path(args.out), command, digest, args.why)
         print(args.out)
         return Path(args.out)
     if args.stage == "fit":

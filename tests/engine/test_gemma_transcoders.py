@@ -17,17 +17,7 @@ from interp_jobs.engine.hooks import capture_activations
 from interp_jobs.engine.loading.models import load_model
 from interp_jobs.engine.loading.transcoders import HOOK_IN, HOOK_OUT, load_set_lenses, read_set
 from tests.engine.test_gemma_model import N_LAYERS, PROMPTS, save_tiny_gemma
-
-SETTINGS = training.TranscoderSettings(
-    width=16,
-    k=4,
-    seq_len=32,
-    batch_sequences=4,
-    calibration_sequences=4,
-    context_sequences=4,
-    context_top=2,
-    eval_sequences=4,
-)
+from tests.engine.test_transcoder_training import SETTINGS  # the same tiny training
 
 
 @pytest.fixture(scope="module")

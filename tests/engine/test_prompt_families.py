@@ -1,4 +1,4 @@
-"""The shipped prompt families: pinned by digest, and which words a tokenizer would split."""
+"""Which words of a shipped prompt family a tokenizer would split (validation needs them whole)."""
 
 from interp_jobs.engine.loading.prompt_families import load_family, multi_token_words
 

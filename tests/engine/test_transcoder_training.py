@@ -93,10 +93,11 @@ def test_remeasuring_a_set_rewrites_only_its_heldout_figures_and_says_why(traine
     before["model"]["weights_sha256"] = "the trained-on weights"
     (copy / "training.json").write_text(json.dumps(before))
     with pytest.raises(PermanentEngineError, match="remeasure it on the model it was trained on"):
-        training.remeasure(tiny, copy, "remeasure test", "other weights")
-    after = training.remeasure(tiny, copy, "remeasure test", "the trained-on weights")
+        training.remeasure(tiny, copy, "remeasure test", "other weights", "a test")
+    after = training.remeasure(tiny, copy, "remeasure test", "the trained-on weights", "a test")
     read_set(copy)  # the weights' digests still verify
     assert after["heldout"]["remeasured"]["command"] == "remeasure test"
+    assert after["heldout"]["remeasured"]["why"] == "a test"
     first = before["heldout"]["shipped_jumprelu"]["summary"]
     assert after["heldout"]["remeasured"]["summary_before"] == first
     # on a Llama the MLP reads and writes one module: the corrected splice measures the same

@@ -46,7 +46,7 @@ demo: install $(SECRET)
 # README) gives the release policy its circuit check.
 GEMMA_STORE := var/models
 GEMMA_GGUF := $(GEMMA_STORE)/gemma3-270m/gemma-3-270m-q4_k_m.gguf
-GEMMA_LENS := interp_jobs/lenses/gemma3-270m-blocks.9.hook_resid_post-jumprelu-1024
+GEMMA_LENS := interp_jobs/lenses/gemma3-270m-blocks.9.hook_resid_post-jumprelu-2048
 GEMMA_TRANSCODERS := interp_jobs/lenses/gemma3-270m-mlp-transcoders-1024
 GEMMA_ADAPTER := $(GEMMA_STORE)/gemma3-270m-safety-lora-short
 GEMMA_TUNING := --epochs 1 --batch-size 8 --first-layer 6 --seed 0

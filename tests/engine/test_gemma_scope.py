@@ -122,3 +122,31 @@ def test_the_shipped_gemma_lens_is_the_same_in_both_formats():
     ):
         with torch.no_grad():
             torch.testing.assert_close(back.encode(x), lens.encode(x), atol=1e-4, rtol=1e-4)
+
+
+def test_the_lens_trains_on_the_risk_text_only_when_asked():
+    required = ["m.gguf", "--layer", "9", "--n-tokens", "1000", "--out", "o"]
+    args = gemma_scope._parser().parse_args(required)
+    assert gemma_scope._corpus(args.corpus).name == "stdlib-docs-v1"
+    assert args.pre_act_loss is None
+    args = gemma_scope._parser().parse_args(
+        [*required, "--corpus", gemma_scope.MIX, "--pre-act-loss", "3e-6"]
+    )
+    mix = gemma_scope._corpus(args.corpus)
+    assert mix.name == gemma_scope.MIX
+    assert any(d.id.startswith("safety-tuning-v1:") for d in mix.documents)
+    assert args.pre_act_loss == pytest.approx(3e-6)
+
+
+@pytest.mark.skipif(not SHIPPED, reason="no shipped Gemma lens")
+def test_the_shipped_gemma_lens_readme_states_the_fidelity_its_record_holds():
+    (root,) = SHIPPED
+    metrics = json.loads((root.parent / "training.json").read_text())["fidelity"]["metrics"]
+    stated = dict(
+        line[2:].split(": ", 1)
+        for line in (root.parent / "README.md").read_text().splitlines()
+        if line.startswith("- ") and line[2:].split(": ", 1)[0] in metrics
+    )
+    assert len(stated) >= 8
+    for key, value in stated.items():
+        assert float(value) == pytest.approx(metrics[key]), key

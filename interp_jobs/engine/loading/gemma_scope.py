@@ -25,8 +25,11 @@ equal for non-negative thresholds, which the export requires.
 Train the shipped Gemma lens (SAELens's trainer, DeepMind's quadratic L0 loss) and write it
 in both SAELens's format and this layout:
 
-    python -m interp_jobs.engine.loading.gemma_scope MODEL.gguf --layer 9 --d-sae 1024 \
-        --target-l0 32 --n-tokens 120000 --seed 0 --out interp_jobs/lenses/NAME
+    python -m interp_jobs.engine.loading.gemma_scope MODEL.gguf --layer 9 --d-sae 2048 \
+        --target-l0 32 --init-threshold 0.2 --n-tokens 600000 --eval-sequences 16 --seed 0 \
+        --corpus transcoder-mix-v1 --pre-act-loss 3e-6 --out interp_jobs/lenses/NAME
+
+(the shipped lens's README has the exact command and its record).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ PARAMS_FILE = "params.safetensors"
 CONFIG_FILE = "config.json"
 SITE = "resid_post"  # the only site written here so far
 _FOLDER = re.compile(r"^layer_(\d+)_width_(\w+?)_l0_(\w+)$")
+MIX = "transcoder-mix-v1"
 
 
 def folder_name(layer: int, d_sae: int, l0_label: str) -> str:
@@ -205,6 +209,16 @@ def _parser():
     parser.add_argument("--eval-sequences", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--corpus",
+        default="stdlib-docs-v1",
+        choices=("stdlib-docs-v1", MIX),
+        help=f"{MIX}: the documentation plus the safety-tuning chats (the risk axes' text)",
+    )
+    # Anthropic's pre-activation loss, on features silent for the dead window only: a JumpReLU
+    # feature below its threshold gets no gradient from the L0 or reconstruction loss, so a
+    # short run otherwise leaves most of the dictionary dead (the 2026 lens: 70 %).
+    parser.add_argument("--pre-act-loss", type=float, default=None)
     parser.add_argument("--out", required=True)
     return parser
 
@@ -214,7 +228,6 @@ def main(argv: list[str] | None = None) -> Path:
 
     import torch
 
-    from interp_jobs.engine.loading.corpus import DEFAULT_CORPUS, load_corpus
     from interp_jobs.engine.loading.fingerprint import fingerprint_model
     from interp_jobs.engine.loading.lenses import load_lens
     from interp_jobs.engine.loading.models import load_model
@@ -234,6 +247,7 @@ def main(argv: list[str] | None = None) -> Path:
             "target_l0": args.target_l0,
             "jumprelu_init_threshold": args.init_threshold,
             "apply_b_dec_to_input": False,
+            "pre_act_loss_coefficient": args.pre_act_loss,
         },
     )
     out = train_lens(
@@ -241,7 +255,7 @@ def main(argv: list[str] | None = None) -> Path:
         hook_name=f"blocks.{args.layer}.hook_resid_post",
         d_sae=args.d_sae,
         architecture="jumprelu",
-        corpus=load_corpus(DEFAULT_CORPUS),
+        corpus=_corpus(args.corpus),
         n_tokens=args.n_tokens,
         seed=args.seed,
         out_dir=args.out,
@@ -256,6 +270,17 @@ def main(argv: list[str] | None = None) -> Path:
     folder = save_gemma_scope_2(load_lens(out), out / "gemma-scope-2", model_name="gemma-3-270m")
     print(out, folder)
     return out
+
+
+def _corpus(name: str):
+    """A shipped corpus, or the transcoders' mix (built from two shipped sets, one digest)."""
+    from interp_jobs.engine.loading.corpus import load_corpus
+
+    if name == MIX:
+        from interp_jobs.engine.transcoder_training import training_mix
+
+        return training_mix()[0]
+    return load_corpus(name)
 
 
 if __name__ == "__main__":

@@ -19,9 +19,14 @@ Steps (each recorded in ``training.json``):
    turned back into BOS by a pre-hook on the embedding while training runs.
 3. **Convert to JumpReLU.** TopK is not a per-feature function, and neither SAELens's
    transcoders nor circuit-tracer's file loader has it; JumpReLU both have. Each layer gets
-   the global threshold that keeps exactly ``k`` activations per token on average over a
-   calibration sample of training rows (the inference rule of BatchTopK SAEs, Bussmann et al.
-   2024). The record gives the fidelity of the TopK original and of the shipped JumpReLU.
+   thresholds set on a calibration sample of training rows, by one of two rules
+   (``--threshold-rule``): ``layer``, the global threshold that keeps exactly ``k``
+   activations per token on average (the inference rule of BatchTopK SAEs, Bussmann et al.
+   2024); ``feature``, one threshold per feature, at which it fires on as many calibration
+   tokens as TopK kept it (for features whose activations differ in scale, one number per
+   layer keeps too many of some and too few of others). The record gives the fidelity of the
+   TopK original and of the shipped JumpReLU. ``--stage recalibrate`` re-derives a saved set's
+   thresholds by another rule from its own weights and training rows.
 4. **Save** in SAELens's format (``loading.transcoders``), float16, one lens per layer, with
    each feature's top activating contexts on training rows, and a manifest of sha256 digests.
 5. **Measure** on held-out rows (``analysis.transcoder_fidelity``): per-layer explained
@@ -37,7 +42,7 @@ import json
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +77,17 @@ class TranscoderSettings:
     dtype: str = "float16"  # as saved (loaded back as float32)
     epochs: int = 1  # passes over the training documents, each in its own seeded order
     max_fit_hours: float | None = None  # stop training after this long (see fit())
+    threshold_rule: str = "layer"  # TopK -> JumpReLU: see THRESHOLD_RULES
+
+
+THRESHOLD_RULES = {
+    "layer": "per layer, the (k x tokens)-th largest relu pre-activation on calibration "
+    "rows (BatchTopK's inference threshold, Bussmann et al. 2024)",
+    "feature": "per feature, its (n+1)-th largest relu pre-activation on calibration rows, "
+    "where n is how many of those tokens TopK kept it on, so it fires as often as TopK kept "
+    "it; a feature TopK never kept gets its largest calibration pre-activation or the "
+    "layer rule's threshold, whichever is larger",
+}
 
 
 def _ignore(fraction: float, stage: str) -> None:
@@ -298,8 +314,46 @@ class _TopKLens:
         return feats @ self.t["W_dec"].to(feats.device) + self.t["b_dec"].to(feats.device)
 
 
-def calibrate_thresholds(loaded, coders: dict, tokens, k: int) -> list[float]:
-    """Per layer, the pre-activation above which k features per token fire on average."""
+def calibrate_thresholds(loaded, coders: dict, tokens, k: int, rule: str = "layer") -> list:
+    """Per layer, the JumpReLU threshold by ``rule`` (THRESHOLD_RULES): a float for
+    ``layer``, a tensor of one threshold per feature for ``feature``."""
+    if rule not in THRESHOLD_RULES:
+        raise PermanentEngineError(
+            f"Unknown threshold rule {rule!r}; use one of: {', '.join(THRESHOLD_RULES)}."
+        )
+    pre = _calibration_pre_activations(loaded, coders, tokens)
+    thresholds: list = []
+    for i in range(loaded.n_layers):
+        layer = _layer_threshold(pre[i], k)
+        thresholds.append(layer if rule == "layer" else _feature_thresholds(pre[i], k, layer))
+    return thresholds
+
+
+def _layer_threshold(pre, k: int) -> float:
+    """The pre-activation above which k features per token fire on average."""
+    values = pre.flatten()
+    n_keep = k * pre.shape[0]
+    return float(values.topk(min(n_keep + 1, values.numel())).values[-1])
+
+
+def _feature_thresholds(pre, k: int, layer_threshold: float):
+    """Each feature's threshold at which it fires on as many rows of ``pre`` (tokens x
+    features) as TopK keeps it on."""
+    import torch
+
+    kept_on = torch.zeros(pre.shape[1])
+    kept_on.scatter_add_(0, pre.topk(k, dim=-1).indices.flatten(), torch.ones(pre.shape[0] * k))
+    ordered = pre.sort(dim=0, descending=True).values
+    n = kept_on.long().clamp(max=pre.shape[0] - 1)
+    thresholds = ordered.gather(0, n[None]).squeeze(0)
+    never = kept_on == 0
+    thresholds[never] = ordered[0][never].clamp(min=layer_threshold)
+    return thresholds
+
+
+def _calibration_pre_activations(loaded, coders: dict, tokens) -> dict:
+    """Per layer, every calibration token's relu pre-activations (tokens x features),
+    position 0 left out as in training."""
     import torch
 
     from interp_jobs.engine.hooks import capture_activations
@@ -315,18 +369,14 @@ def calibrate_thresholds(loaded, coders: dict, tokens, k: int) -> list[float]:
                 x = store[hook][:, 1:].reshape(-1, loaded.d_model).float().cpu()
                 t = coders[i]
                 pre[i].append(torch.relu(x @ t["W_enc"].T + t["b_enc"]))
-    thresholds = []
-    for i in range(loaded.n_layers):
-        values = torch.cat(pre[i]).flatten()
-        n_keep = k * (values.numel() // coders[i]["W_enc"].shape[0])
-        thresholds.append(float(values.topk(n_keep + 1).values[-1]))
-    return thresholds
+    return {i: torch.cat(chunks) for i, chunks in pre.items()}
 
 
 # --- 4. save -----------------------------------------------------------------------------------
 
 
-def save_layer(tensors: dict, threshold: float, layer: int, out: Path, dtype: str, model: str):
+def save_layer(tensors: dict, threshold, layer: int, out: Path, dtype: str, model: str):
+    """One layer in SAELens's format; ``threshold`` is one float or one per feature."""
     import torch
     from sae_lens.saes.transcoder import JumpReLUTranscoder, JumpReLUTranscoderConfig
 
@@ -351,7 +401,10 @@ def save_layer(tensors: dict, threshold: float, layer: int, out: Path, dtype: st
         lens.b_enc.data = tensors["b_enc"].to(torch_dtype)
         lens.W_dec.data = tensors["W_dec"].contiguous().to(torch_dtype)
         lens.b_dec.data = tensors["b_dec"].to(torch_dtype)
-        lens.threshold.data = torch.full_like(lens.b_enc.data, threshold)
+        if isinstance(threshold, float):
+            lens.threshold.data = torch.full_like(lens.b_enc.data, threshold)
+        else:
+            lens.threshold.data = threshold.to(torch_dtype).contiguous()
     lens.save_model(out / LAYER_DIR.format(layer))
 
 
@@ -426,11 +479,12 @@ def save_fit(out: Path, coders: dict, thresholds: list[float], record: dict, dty
             for key, value in coders[layer].items()
         }
         save_file(tensors, str(out / CODERS_FILE.format(chunk[0], chunk[-1])))
-    body = {**record, "thresholds": [round(t, 8) for t in thresholds]}
+    body = {**record, "thresholds": [_rounded(t, 8) for t in thresholds]}
     (out / FIT_FILE).write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")
 
 
-def load_fit(directory: Path) -> tuple[dict, list[float], dict]:
+def load_fit(directory: Path) -> tuple[dict, list, dict]:
+    import torch
     from safetensors.torch import load_file
 
     coders: dict[int, dict] = {}
@@ -439,7 +493,14 @@ def load_fit(directory: Path) -> tuple[dict, list[float], dict]:
             layer, key = name.split(".", 1)
             coders.setdefault(int(layer), {})[key] = tensor.float()
     record = json.loads((directory / FIT_FILE).read_text(encoding="utf-8"))
-    return coders, record.pop("thresholds"), record
+    thresholds = [t if isinstance(t, float) else torch.tensor(t) for t in record.pop("thresholds")]
+    return coders, thresholds, record
+
+
+def _rounded(threshold, digits: int):
+    if isinstance(threshold, float):
+        return round(threshold, digits)
+    return [round(float(t), digits) for t in threshold]
 
 
 def run_fit(loaded, rows, settings: TranscoderSettings, seed: int, work: Path) -> tuple:
@@ -454,7 +515,9 @@ def run_fit(loaded, rows, settings: TranscoderSettings, seed: int, work: Path) -
     trained = rows[: fitted["rows_trained"]]
     coders = as_saved(fitted["coders"], settings.dtype)
     calibration = trained[: settings.calibration_sequences]
-    thresholds = calibrate_thresholds(loaded, coders, calibration, settings.k)
+    thresholds = calibrate_thresholds(
+        loaded, coders, calibration, settings.k, settings.threshold_rule
+    )
     record = {
         "trainer": {
             "library": "eai-sparsify",
@@ -578,12 +641,7 @@ def finish(
         "seed": seed,
         "settings": asdict(settings),
         "model": {"n_layers": loaded.n_layers, "d_model": loaded.d_model, **model_info},
-        "jumprelu": {
-            "rule": "per layer, the (k x tokens)-th largest relu pre-activation on calibration "
-            "rows (BatchTopK's inference threshold, Bussmann et al. 2024)",
-            "calibration_sequences": settings.calibration_sequences,
-            "thresholds": [round(t, 6) for t in thresholds],
-        },
+        "jumprelu": _rule_record(settings, thresholds),
         "heldout": {
             "sequences": settings.eval_sequences,
             "token_sha256": heldout.digest,
@@ -601,12 +659,43 @@ def finish(
     progress(1.0, "saved")
 
 
+def _rule_record(settings: TranscoderSettings, thresholds: list) -> dict:
+    """How the thresholds were set; per-feature thresholds are in the layer files, so the
+    record keeps each layer's quartiles of them."""
+    import torch
+
+    body: dict[str, Any] = {
+        "rule": THRESHOLD_RULES[settings.threshold_rule],
+        "calibration_sequences": settings.calibration_sequences,
+    }
+    if settings.threshold_rule == "layer":
+        return {**body, "thresholds": [round(t, 6) for t in thresholds]}
+    quartiles = torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0])
+    return {
+        **body,
+        "threshold_quartiles": [
+            [round(float(q), 6) for q in t.float().quantile(quartiles)] for t in thresholds
+        ],
+    }
+
+
 def loss_line(record: dict) -> str:
     """The README's next-token-loss sentence, from the record (tested like ``layer_table``)."""
     summary = record["heldout"]["shipped_jumprelu"]["summary"]
     keys = ("ce_clean", "ce_spliced", "ce_zero", "fraction_loss_recovered", "kl_spliced")
     figures = json.dumps({k: summary[k] for k in keys})
     return f"Next-token loss with every MLP replaced by its transcoder (held-out rows): {figures}."
+
+
+def quality_phrase(record: dict) -> str:
+    """The README's held-out quality phrase, from the record (tested like ``layer_table``)."""
+    summary = record["heldout"]["shipped_jumprelu"]["summary"]
+    return (
+        f"explain {summary['explained_variance_mean']:.2f} of the MLP outputs' variance on "
+        f"average (worst layer {summary['explained_variance_min']:.2f}), with "
+        f"{summary['l0_mean']:.1f} active features per token and "
+        f"{summary['dead_fraction_mean']:.1%} of features dead on the held-out rows"
+    )
 
 
 def heldout_rows(loaded, settings: TranscoderSettings, seed: int):
@@ -629,12 +718,7 @@ def remeasure(loaded, out: Path, command: str, weights_sha256: str, why: str) ->
     from interp_jobs.engine.loading.transcoders import load_set_lenses, read_set
 
     path = out / TRAINING_FILE
-    record = json.loads(path.read_text(encoding="utf-8"))
-    if weights_sha256 != record["model"].get("weights_sha256"):
-        raise PermanentEngineError(
-            f"{path} was trained on weights {record['model'].get('weights_sha256')}, not on "
-            f"these ({weights_sha256}); remeasure it on the model it was trained on."
-        )
+    record = _record_of_model(path, weights_sha256, "remeasure")
     heldout = heldout_rows(loaded, TranscoderSettings(**record["settings"]), record["seed"])
     if heldout.digest != record["heldout"]["token_sha256"]:
         raise PermanentEngineError(
@@ -655,6 +739,90 @@ def remeasure(loaded, out: Path, command: str, weights_sha256: str, why: str) ->
     }
     path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return record
+
+
+def _record_of_model(path: Path, weights_sha256: str, verb: str) -> dict:
+    """A set's record, if it was trained on these weights."""
+    record = json.loads(path.read_text(encoding="utf-8"))
+    if weights_sha256 != record["model"].get("weights_sha256"):
+        raise PermanentEngineError(
+            f"{path} was trained on weights {record['model'].get('weights_sha256')}, not on "
+            f"these ({weights_sha256}); {verb} it on the model it was trained on."
+        )
+    return record
+
+
+# what finish() writes into a record; everything else is the fit's and stays
+_FINISHED = ("command", "seed", "settings", "model", "jumprelu", "heldout", "dead_on_context_rows")
+
+
+def recalibrate(
+    loaded,
+    out: Path,
+    command: str,
+    weights_sha256: str,
+    why: str,
+    rule: str,
+    progress: Progress | None = None,
+) -> dict:
+    """Set a saved set's JumpReLU thresholds again by ``rule`` from its own weights (the TopK
+    coders as saved) and the calibration rows it was set on, then save, measure and record it
+    as ``finish`` does. The record keeps the fit's part, the rule and figures before, and why."""
+    path = out / TRAINING_FILE
+    record = _record_of_model(path, weights_sha256, "recalibrate")
+    settings = replace(TranscoderSettings(**record["settings"]), threshold_rule=rule)
+    rows, _ = pack_epochs(loaded, settings, record["seed"], None)
+    trained = rows[: record["rows_trained"]]
+    if _digest(trained) != record["rows_token_sha256"]:
+        raise PermanentEngineError(
+            f"The training rows rebuilt here differ from those {path} was fit on (another "
+            "tokenizer or corpus); thresholds set on them would describe other text."
+        )
+    coders = _saved_coders(out, loaded.n_layers)
+    calibration = trained[: settings.calibration_sequences]
+    thresholds = calibrate_thresholds(loaded, coders, calibration, settings.k, rule)
+    fit_part = {k: v for k, v in record.items() if k not in _FINISHED and k != "recalibrated"}
+    reproduce = fit_part.get("reproduce", record["command"])
+    fit_part["reproduce"] = f"{reproduce} --threshold-rule {rule}"
+    fit_part["recalibrated"] = {
+        "command": command,
+        "why": why,
+        "measured_by": _environment(loaded),
+        "before": {
+            "jumprelu": record["jumprelu"],
+            "shipped_jumprelu_summary": record["heldout"]["shipped_jumprelu"]["summary"],
+            "shipped_jumprelu_layers": record["heldout"]["shipped_jumprelu"]["layers"],
+            "remeasured": record["heldout"].get("remeasured"),
+        },
+    }
+    model_info = {k: v for k, v in record["model"].items() if k not in ("n_layers", "d_model")}
+    finish(
+        loaded,
+        out,
+        coders,
+        thresholds,
+        fit_part,
+        settings,
+        record["seed"],
+        model_info,
+        record["command"],
+        progress or _ignore,
+    )
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _saved_coders(out: Path, n_layers: int) -> dict:
+    """A saved set's weights in the fit's layout (W_enc features x d_in), as float32."""
+    lenses = load_set_lenses_unverified(out, n_layers)
+    return {
+        i: {
+            "W_enc": lens.W_enc.data.T.float().contiguous(),
+            "b_enc": lens.b_enc.data.float(),
+            "W_dec": lens.W_dec.data.float(),
+            "b_dec": lens.b_dec.data.float(),
+        }
+        for i, lens in enumerate(lenses)
+    }
 
 
 def _manifest(loaded, settings, model_name: str, first, contexts) -> dict:
@@ -736,7 +904,7 @@ def _environment(loaded) -> dict[str, Any]:
     }
 
 
-STAGES = ("all", "pack", "fit", "finish", "remeasure")
+STAGES = ("all", "pack", "fit", "finish", "remeasure", "recalibrate")
 
 
 def _parser():
@@ -748,7 +916,8 @@ def _parser():
         description="Train per-layer transcoders for every layer with sparsify. Stage 'all' "
         "does everything here; 'fit' only trains and writes the coders to --fitted (e.g. on a "
         "GPU machine); 'finish' converts, saves and measures a fit read from --fitted; "
-        "'remeasure' measures the saved set in --out on its held-out rows again.",
+        "'remeasure' measures the saved set in --out on its held-out rows again; "
+        "'recalibrate' sets its JumpReLU thresholds again by --threshold-rule.",
     )
     parser.add_argument("model", help="a Hugging Face model directory or a GGUF file")
     parser.add_argument("--stage", default="all", choices=STAGES)
@@ -784,7 +953,12 @@ def _parser():
     parser.add_argument(
         "--out", default=None, help="the transcoder set (stages all, finish, remeasure)"
     )
-    parser.add_argument("--why", default=None, help="stage remeasure: why the record is redone")
+    parser.add_argument(
+        "--threshold-rule", default=defaults.threshold_rule, choices=tuple(THRESHOLD_RULES)
+    )
+    parser.add_argument(
+        "--why", default=None, help="stages remeasure, recalibrate: why the record is redone"
+    )
     return parser
 
 
@@ -801,8 +975,8 @@ def main(argv: list[str] | None = None) -> Path:
 
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.stage == "remeasure" and not (args.out and args.why):
-        parser.error("--stage remeasure needs --out (the set) and --why (kept in its record)")
+    if args.stage in ("remeasure", "recalibrate") and not (args.out and args.why):
+        parser.error(f"--stage {args.stage} needs --out (the set) and --why (kept in its record)")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     torch.set_num_threads(args.threads)
     loaded = load_model(args.model, args.format, device=args.device)
@@ -815,6 +989,7 @@ def main(argv: list[str] | None = None) -> Path:
         eval_sequences=args.eval_sequences,
         context_sequences=args.context_sequences,
         max_fit_hours=args.max_fit_hours,
+        threshold_rule=args.threshold_rule,
     )
     if args.stage == "pack":
         rows, _ = pack_epochs(loaded, settings, args.seed, args.n_tokens)
@@ -825,9 +1000,14 @@ def main(argv: list[str] | None = None) -> Path:
         return Path(args.rows)
     argv_text = argv if argv is not None else sys.argv[1:]
     command = "python -m interp_jobs.engine.transcoder_training " + shlex.join(argv_text)
-    if args.stage == "remeasure":
+    if args.stage in ("remeasure", "recalibrate"):
         digest = fingerprint_model(Path(args.model), args.format).weights_digest
-        remeasure(loaded, Path(args.out), command, digest, args.why)
+        if args.stage == "remeasure":
+            remeasure(loaded, Path(args.out), command, digest, args.why)
+        else:
+            recalibrate(
+                loaded, Path(args.out), command, digest, args.why, args.threshold_rule, _printer()
+            )
         print(args.out)
         return Path(args.out)
     if args.stage == "fit":

@@ -170,3 +170,70 @@ def test_a_time_budget_too_short_for_one_step_is_a_clear_error(tiny, tmp_path):
     hurried = replace(SETTINGS, max_fit_hours=-1.0)
     with pytest.raises(PermanentEngineError, match="No training step finished"):
         training.run_fit(tiny, rows, hurried, 0, tmp_path / "work")
+
+
+def _topk_counts(pre, k):
+    counts = torch.zeros(pre.shape[1])
+    return counts.scatter_add_(
+        0, pre.topk(k, dim=-1).indices.flatten(), torch.ones(pre.numel() // pre.shape[1] * k)
+    )
+
+
+def test_a_per_feature_threshold_fires_each_feature_as_often_as_topk_kept_it():
+    # two kinds of token, one ten times the other's scale, each read by its own features:
+    # TopK keeps 8 features on every token; one threshold for the layer keeps 8 per token
+    # on average, nearly all of them on the loud tokens
+    torch.manual_seed(0)
+    pre = torch.relu(torch.randn(2000, 64))
+    loud = torch.arange(2000) % 2 == 0
+    pre[loud, 32:] = 0
+    pre[~loud, :32] = 0
+    pre[loud] *= 10
+    topk = _topk_counts(pre, 8)
+    layer_threshold = training._layer_threshold(pre, 8)
+    per_feature = training._feature_thresholds(pre, 8, layer_threshold)
+    fired = (pre > per_feature).sum(0).float()
+    kept = topk > 0
+    assert torch.equal(fired[kept], topk[kept])
+    layer = (pre > layer_threshold).sum(0).float()
+    assert float(layer.sum()) == pytest.approx(float(topk.sum()), rel=0.01)
+    assert float(layer[32:].sum()) < 0.5 * float(topk[32:].sum())  # the quiet tokens starve
+
+
+def test_a_feature_topk_never_kept_gets_a_threshold_it_does_not_cross_on_calibration():
+    pre = torch.tensor([[5.0, 0.1], [4.0, 0.2], [3.0, 0.3]])
+    thresholds = training._feature_thresholds(pre, 1, 0.25)
+    assert (pre[:, 1] > thresholds[1]).sum() == 0
+    assert thresholds[1] == pytest.approx(0.3)
+
+
+def test_an_unknown_threshold_rule_is_refused(tiny):
+    with pytest.raises(PermanentEngineError, match="Unknown threshold rule"):
+        training.calibrate_thresholds(tiny, {}, torch.zeros(1, 4, dtype=torch.long), 4, "token")
+
+
+def test_recalibrating_a_set_by_feature_keeps_its_weights_and_says_what_changed(
+    trained, tiny, tmp_path
+):
+    import shutil
+
+    copy = shutil.copytree(trained, tmp_path / "set")
+    before = json.loads((copy / "training.json").read_text())
+    weights = before["model"]["weights_sha256"] = "the trained-on weights"
+    (copy / "training.json").write_text(json.dumps(before))
+    with pytest.raises(PermanentEngineError, match="recalibrate it on the model it was trained"):
+        training.recalibrate(tiny, copy, "recal", "other weights", "a test", "feature")
+    old = load_set_lenses(read_set(copy))
+    after = training.recalibrate(tiny, copy, "recal", weights, "a test", "feature")
+    new = load_set_lenses(read_set(copy))  # the new files' digests verify
+    for a, b in zip(old, new, strict=True):
+        assert torch.equal(a.W_enc, b.W_enc)
+        assert torch.equal(a.W_dec, b.W_dec)
+        assert b.threshold.unique().numel() > 1  # one threshold per feature now
+    assert after["settings"]["threshold_rule"] == "feature"
+    assert after["jumprelu"]["rule"] == training.THRESHOLD_RULES["feature"]
+    assert after["recalibrated"]["why"] == "a test"
+    assert after["recalibrated"]["before"]["jumprelu"] == before["jumprelu"]
+    assert after["reproduce"].endswith("--threshold-rule feature")
+    kept = ("trainer", "rows_trained", "rows_token_sha256", "text", "command", "seed")
+    assert {k: after[k] for k in kept} == {k: before[k] for k in kept}

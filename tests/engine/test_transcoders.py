@@ -97,12 +97,18 @@ def test_circuit_tracer_imports_under_huggingface_hub_1_and_later():
     ids=lambda p: p.name,
 )
 def test_each_shipped_sets_readme_states_the_fidelity_its_record_holds(set_dir):
-    from interp_jobs.engine.transcoder_training import TRAINING_FILE, layer_table, loss_line
+    from interp_jobs.engine.transcoder_training import (
+        TRAINING_FILE,
+        layer_table,
+        loss_line,
+        quality_phrase,
+    )
 
     record = json.loads((set_dir / TRAINING_FILE).read_text())
     readme = (set_dir / "README.md").read_text()
     assert layer_table(record) in readme
     assert loss_line(record) in readme
+    assert quality_phrase(record) in " ".join(readme.split())
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,8 @@
 # Assay: `make demo` runs the end-to-end demo on the embedded default; `make test` runs the tests.
 # Both do all the set-up they need on a fresh machine (a virtualenv in .venv).
-# `make demo-gemma` (opt-in: far over the SmolLM2 demo's 15 minutes on 2 cores) runs the same
-# demo on Gemma 3 270M into var/gemma (docs/gemma3.md).
+# `make demo-gemma` (opt-in, on top of the SmolLM2 demo: about 12 minutes more on 2 cores when
+# it trains its adapter; docs/gemma3.md gives the last run's time) runs the same demo on
+# Gemma 3 270M into var/gemma (docs/gemma3.md).
 
 PYTHON ?= python3.11
 VENV ?= .venv

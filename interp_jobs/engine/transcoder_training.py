@@ -83,10 +83,11 @@ class TranscoderSettings:
 THRESHOLD_RULES = {
     "layer": "per layer, the (k x tokens)-th largest relu pre-activation on calibration "
     "rows (BatchTopK's inference threshold, Bussmann et al. 2024)",
-    "feature": "per feature, its (n+1)-th largest relu pre-activation on calibration rows, "
-    "where n is how many of those tokens TopK kept it on, so it fires as often as TopK kept "
-    "it; a feature TopK never kept gets its largest calibration pre-activation or the "
-    "layer rule's threshold, whichever is larger",
+    "feature": "per feature, half-way between its n-th and (n+1)-th largest relu "
+    "pre-activation on calibration rows, where n is how many of those tokens TopK kept it on "
+    "(zeros padding a token's top k not counted), so it fires as often as TopK kept it; a "
+    "feature TopK never kept gets its largest calibration pre-activation or the layer rule's "
+    "threshold, whichever is larger",
 }
 
 
@@ -338,15 +339,20 @@ def _layer_threshold(pre, k: int) -> float:
 
 def _feature_thresholds(pre, k: int, layer_threshold: float):
     """Each feature's threshold at which it fires on as many rows of ``pre`` (tokens x
-    features) as TopK keeps it on."""
+    features, relu'd) as TopK keeps it on: half-way between its n-th and (n+1)-th largest
+    value, so rounding to the saved dtype does not move it onto either. A token with fewer
+    than k positive values pads its top k with zeros; those picks are not kept."""
     import torch
 
-    kept_on = torch.zeros(pre.shape[1])
-    kept_on.scatter_add_(0, pre.topk(k, dim=-1).indices.flatten(), torch.ones(pre.shape[0] * k))
-    ordered = pre.sort(dim=0, descending=True).values
-    n = kept_on.long().clamp(max=pre.shape[0] - 1)
-    thresholds = ordered.gather(0, n[None]).squeeze(0)
-    never = kept_on == 0
+    top = pre.topk(k, dim=-1)
+    picks = top.indices[top.values > 0]
+    kept_on = torch.zeros(pre.shape[1]).scatter_add_(0, picks, torch.ones(picks.numel()))
+    ordered = torch.cat([pre.sort(dim=0, descending=True).values, torch.zeros(1, pre.shape[1])])
+    n = kept_on.long()
+    above = ordered.gather(0, (n - 1).clamp(min=0)[None]).squeeze(0)
+    below = ordered.gather(0, n[None]).squeeze(0)
+    thresholds = (above + below) / 2
+    never = n == 0
     thresholds[never] = ordered[0][never].clamp(min=layer_threshold)
     return thresholds
 
@@ -569,6 +575,12 @@ def train_transcoders(
         fit_record["reproduce"] = _reproduce(command, n_tokens)
     else:
         coders, thresholds, fit_record = load_fit(Path(fitted_dir))
+        fit_rule = fit_record.pop("threshold_rule", "layer")
+        if fit_rule != settings.threshold_rule:
+            raise PermanentEngineError(
+                f"The fit in {fitted_dir} set its thresholds by the {fit_rule!r} rule; finish "
+                f"it with --threshold-rule {fit_rule}."
+            )
         if fit_record["rows_token_sha256"] != text["token_sha256"]:
             raise PermanentEngineError(
                 f"The fit in {fitted_dir} was made on other token rows than these settings "
@@ -782,7 +794,7 @@ def recalibrate(
     calibration = trained[: settings.calibration_sequences]
     thresholds = calibrate_thresholds(loaded, coders, calibration, settings.k, rule)
     fit_part = {k: v for k, v in record.items() if k not in _FINISHED and k != "recalibrated"}
-    reproduce = fit_part.get("reproduce", record["command"])
+    reproduce = _without_option(fit_part.get("reproduce", record["command"]), "--threshold-rule")
     fit_part["reproduce"] = f"{reproduce} --threshold-rule {rule}"
     fit_part["recalibrated"] = {
         "command": command,
@@ -793,6 +805,7 @@ def recalibrate(
             "shipped_jumprelu_summary": record["heldout"]["shipped_jumprelu"]["summary"],
             "shipped_jumprelu_layers": record["heldout"]["shipped_jumprelu"]["layers"],
             "remeasured": record["heldout"].get("remeasured"),
+            "recalibrated": record.get("recalibrated"),  # an earlier recalibration's record
         },
     }
     model_info = {k: v for k, v in record["model"].items() if k not in ("n_layers", "d_model")}
@@ -809,6 +822,14 @@ def recalibrate(
         progress or _ignore,
     )
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _without_option(command: str, option: str) -> str:
+    import shlex
+
+    words = shlex.split(command)
+    keep = [w for i, w in enumerate(words) if w != option and (i == 0 or words[i - 1] != option)]
+    return shlex.join(keep)
 
 
 def _saved_coders(out: Path, n_layers: int) -> dict:
@@ -1017,7 +1038,7 @@ def main(argv: list[str] | None = None) -> Path:
             Path(args.fitted),
             coders,
             thresholds,
-            {**record, "fit_command": command},
+            {**record, "fit_command": command, "threshold_rule": settings.threshold_rule},
             settings.dtype,
         )
         print(args.fitted)

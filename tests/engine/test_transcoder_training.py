@@ -173,10 +173,9 @@ def test_a_time_budget_too_short_for_one_step_is_a_clear_error(tiny, tmp_path):
 
 
 def _topk_counts(pre, k):
-    counts = torch.zeros(pre.shape[1])
-    return counts.scatter_add_(
-        0, pre.topk(k, dim=-1).indices.flatten(), torch.ones(pre.numel() // pre.shape[1] * k)
-    )
+    top = pre.topk(k, dim=-1)
+    picks = top.indices[top.values > 0]  # zeros padding a quiet token's top k are not kept
+    return torch.zeros(pre.shape[1]).scatter_add_(0, picks, torch.ones(picks.numel()))
 
 
 def test_a_per_feature_threshold_fires_each_feature_as_often_as_topk_kept_it():
@@ -201,10 +200,36 @@ def test_a_per_feature_threshold_fires_each_feature_as_often_as_topk_kept_it():
 
 
 def test_a_feature_topk_never_kept_gets_a_threshold_it_does_not_cross_on_calibration():
-    pre = torch.tensor([[5.0, 0.1], [4.0, 0.2], [3.0, 0.3]])
+    pre = torch.tensor([[5.0, 0.1, 0.0], [4.0, 0.2, 0.0], [3.0, 0.3, 0.0]])
     thresholds = training._feature_thresholds(pre, 1, 0.25)
     assert (pre[:, 1] > thresholds[1]).sum() == 0
-    assert thresholds[1] == pytest.approx(0.3)
+    assert thresholds[1] == pytest.approx(0.3)  # its largest value, above the layer's 0.25
+    assert training._feature_thresholds(pre, 1, 0.5)[1] == pytest.approx(0.5)
+
+
+def test_zeros_padding_a_quiet_tokens_top_k_do_not_count_as_kept():
+    # the second token has one positive value; TopK's k = 2 pads it with a zero
+    pre = torch.tensor([[3.0, 2.0, 0.0], [0.0, 1.0, 0.0]])
+    thresholds = training._feature_thresholds(pre, 2, 0.5)
+    fired = (pre > thresholds).sum(0)
+    assert fired.tolist() == [1, 2, 0]
+
+
+def test_a_per_feature_threshold_survives_rounding_to_float16():
+    torch.manual_seed(1)
+    pre = torch.relu(torch.randn(500, 32)) * torch.logspace(-2, 2, 32)
+    thresholds = training._feature_thresholds(pre, 4, training._layer_threshold(pre, 4))
+    rounded = thresholds.half().float()
+    assert torch.equal((pre > rounded).sum(0).float(), _topk_counts(pre, 4))
+
+
+def test_a_fit_keeps_its_per_feature_thresholds_through_save_and_load(tmp_path):
+    coders = {0: {"W_enc": torch.randn(4, 3), "b_enc": torch.zeros(4)}}
+    thresholds = [torch.tensor([0.5, 1.0, 1.5, 2.0])]
+    training.save_fit(tmp_path, coders, thresholds, {"rows_trained": 1}, "float32")
+    _, back, record = training.load_fit(tmp_path)
+    torch.testing.assert_close(back[0], thresholds[0])
+    assert record == {"rows_trained": 1}
 
 
 def test_an_unknown_threshold_rule_is_refused(tiny):
@@ -235,5 +260,9 @@ def test_recalibrating_a_set_by_feature_keeps_its_weights_and_says_what_changed(
     assert after["recalibrated"]["why"] == "a test"
     assert after["recalibrated"]["before"]["jumprelu"] == before["jumprelu"]
     assert after["reproduce"].endswith("--threshold-rule feature")
+    again = training.recalibrate(tiny, copy, "recal 2", weights, "twice", "layer")
+    assert again["reproduce"].count("--threshold-rule") == 1
+    assert again["reproduce"].endswith("--threshold-rule layer")
+    assert again["recalibrated"]["before"]["recalibrated"]["why"] == "a test"
     kept = ("trainer", "rows_trained", "rows_token_sha256", "text", "command", "seed")
     assert {k: after[k] for k in kept} == {k: before[k] for k in kept}

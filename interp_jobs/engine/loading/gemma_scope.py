@@ -27,7 +27,7 @@ in both SAELens's format and this layout:
 
     python -m interp_jobs.engine.loading.gemma_scope MODEL.gguf --layer 9 --d-sae 2048 \
         --target-l0 32 --init-threshold 0.2 --n-tokens 600000 --eval-sequences 16 --seed 0 \
-        --corpus transcoder-mix-v1 --pre-act-loss 3e-6 --out interp_jobs/lenses/NAME
+        --corpus transcoder-mix-v1 --pre-act-loss 3e-3 --out interp_jobs/lenses/NAME
 
 (the shipped lens's README has the exact command and its record).
 """
